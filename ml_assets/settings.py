@@ -1,0 +1,118 @@
+"""Project settings: the lake home, thresholds and model options, from `ml_assets.toml` and the environment.
+
+Every key is optional; `DEFAULTS` documents the default of each. The file lives in the lake home
+(`$ML_ASSETS_HOME/ml_assets.toml`) unless a path is given.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HOME_ENV = "ML_ASSETS_HOME"
+CONFIG_ENV = "ML_ASSETS_CONFIG"
+DEFAULT_HOME = ".ml_assets"
+
+# The documented defaults of ml_assets.toml, section by section.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "lake": {
+        "uri": "",  # empty: <home>/lake on local disk; else e.g. s3://bucket/prefix
+    },
+    "cleaning": {
+        "watermark_days": 3,  # events arriving more than this many days late are quarantined
+    },
+    "features": {
+        "windows": [1, 7, 28],  # trailing windows in days, inclusive of the snapshot day
+        "max_event_types": 40,  # generic features for at most this many event types (most frequent first)
+    },
+    "training": {
+        "snapshot_every_days": 7,  # sample training snapshots this far apart
+        "max_rows": 200_000,  # row cap of the training set (seeded sample)
+        "test_fraction": 0.2,  # latest share of snapshots held out as the out-of-time test
+        "seed": 42,
+        "num_boost_round": 400,
+        "early_stopping_rounds": 30,
+    },
+}
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Options of one `[models.NAME]` table."""
+
+    name: str
+    label: str = "rolling"
+    horizon_days: int = 14
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings for one lake home."""
+
+    home: Path
+    values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    models: dict[str, ModelOptions] = field(default_factory=dict)
+
+    def get(self, section: str, key: str) -> Any:
+        """The value of `section.key`, falling back to the documented default."""
+        return self.values.get(section, {}).get(key, DEFAULTS[section][key])
+
+    @property
+    def lake_uri(self) -> str:
+        """Root of the Delta tables: a local folder by default, or an object-store URI."""
+        uri = str(self.get("lake", "uri"))
+        return uri or str(self.home / "lake")
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.home / "landing"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def churn(self) -> ModelOptions:
+        return self.models.get("churn", ModelOptions(name="churn"))
+
+
+def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
+    """The lake home as an absolute path: the argument, else $ML_ASSETS_HOME, else ./.ml_assets."""
+    raw = home if home is not None else os.environ.get(HOME_ENV, DEFAULT_HOME)
+    return Path(raw).expanduser().resolve()
+
+
+def load_settings(home: str | os.PathLike[str] | None = None, config: str | os.PathLike[str] | None = None) -> Settings:
+    """Read `ml_assets.toml` (from `config`, $ML_ASSETS_CONFIG or the home) and validate its keys."""
+    root = resolve_home(home)
+    path = Path(config or os.environ.get(CONFIG_ENV) or root / "ml_assets.toml")
+    raw: dict[str, Any] = {}
+    if path.exists():
+        with path.open("rb") as fh:
+            try:
+                raw = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as exc:
+                raise ValueError(f"{path}: not valid TOML: {exc}") from exc
+    values: dict[str, dict[str, Any]] = {}
+    for section, table in raw.items():
+        if section == "models":
+            continue
+        if section not in DEFAULTS:
+            raise ValueError(f"{path}: unknown section [{section}]; known: {sorted(DEFAULTS)} and [models.NAME]")
+        for key in table:
+            if key not in DEFAULTS[section]:
+                raise ValueError(f"{path}: unknown key {section}.{key}; known: {sorted(DEFAULTS[section])}")
+        values[section] = dict(table)
+    models = {}
+    for name, table in raw.get("models", {}).items():
+        models[name] = ModelOptions(
+            name=name, label=str(table.get("label", "rolling")), horizon_days=int(table.get("horizon_days", 14))
+        )
+    return Settings(home=root, values=values, models=models)
