@@ -89,7 +89,9 @@ def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
     return Path(raw).expanduser().resolve()
 
 
-def load_settings(home: str | os.PathLike[str] | None = None, config: str | os.PathLike[str] | None = None) -> Settings:
+def load_settings(
+    home: str | os.PathLike[str] | None = None, config: str | os.PathLike[str] | None = None
+) -> Settings:
     """Read `ml_assets.toml` (from `config`, $ML_ASSETS_CONFIG or the home) and validate its keys."""
     root = resolve_home(home)
     path = Path(config or os.environ.get(CONFIG_ENV) or root / "ml_assets.toml")
@@ -105,7 +107,9 @@ def load_settings(home: str | os.PathLike[str] | None = None, config: str | os.P
         if section == "models":
             continue
         if section not in DEFAULTS:
-            raise ValueError(f"{path}: unknown section [{section}]; known: {sorted(DEFAULTS)} and [models.NAME]")
+            raise ValueError(
+                f"{path}: unknown section [{section}]; known: {sorted(DEFAULTS)} and [models.NAME]"
+            )
         for key in table:
             if key not in DEFAULTS[section]:
                 raise ValueError(f"{path}: unknown key {section}.{key}; known: {sorted(DEFAULTS[section])}")
@@ -113,6 +117,8 @@ def load_settings(home: str | os.PathLike[str] | None = None, config: str | os.P
     models = {}
     for name, table in raw.get("models", {}).items():
         models[name] = ModelOptions(
-            name=name, label=str(table.get("label", "rolling")), horizon_days=int(table.get("horizon_days", 14))
+            name=name,
+            label=str(table.get("label", "rolling")),
+            horizon_days=int(table.get("horizon_days", 14)),
         )
     return Settings(home=root, values=values, models=models)

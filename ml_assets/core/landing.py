@@ -57,12 +57,13 @@ def conform(frame: pl.DataFrame, batch_id: str, source: str) -> pl.DataFrame:
         raise ValueError(f"landing batch {source!r} lacks required column(s) {missing}")
     frame = frame.with_columns(batch_id=pl.lit(batch_id), source=pl.lit(source))
     return frame.select(
-        (pl.col(c) if c in frame.columns else pl.lit(None)).cast(t).alias(c) for c, t in LANDING_SCHEMA.items()
+        (pl.col(c) if c in frame.columns else pl.lit(None)).cast(t).alias(c)
+        for c, t in LANDING_SCHEMA.items()
     )
 
 
 def partition_day() -> pl.Expr:
-    """The daily partition a landed row belongs to: its event day, else (unparseable time) its delivery day."""
+    """The daily partition of a landed row: its event day, else (unparseable time) its delivery day."""
     return pl.coalesce(pl.col("event_time").dt.date(), pl.col("received_date")).alias("partition_date")
 
 

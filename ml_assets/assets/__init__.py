@@ -1,0 +1,1 @@
+"""The thin Dagster layer: one module per stage of the graph, each calling plain functions in core/."""

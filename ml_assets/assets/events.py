@@ -1,0 +1,105 @@
+"""raw_events, clean_events and quarantined_events: daily partitions by event day."""
+
+
+from collections.abc import Iterator
+
+import dagster as dg
+import polars as pl
+
+from ml_assets.checks import schema_check_result, schema_check_spec
+from ml_assets.core.events import clean_events as split_clean
+from ml_assets.core.events import reason_counts
+from ml_assets.core.landing import list_batches, scan_landing
+from ml_assets.partitions import window_days
+from ml_assets.resources import LakeResource
+from ml_assets.schemas import CleanEvents, QuarantinedEvents, RawEvents
+
+SINGLE_RUN = dg.BackfillPolicy.single_run()
+
+
+def build_event_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """The event-stage assets over `partitions`."""
+
+    @dg.asset(
+        partitions_def=partitions,
+        backfill_policy=SINGLE_RUN,
+        metadata={"partition_expr": "partition_date"},
+        check_specs=[schema_check_spec("raw_events", blocking=True)],
+        group_name="events",
+        kinds={"polars", "delta"},
+    )
+    def raw_events(
+        context: dg.AssetExecutionContext, lake: LakeResource
+    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
+        """Landed rows as received, by the day they belong to (event day, else delivery day)."""
+        first, last = window_days(*context.partition_time_window)
+        landing = lake.landing_dir
+        rows = (
+            scan_landing(landing)
+            .filter(pl.col("partition_date").is_between(first, last))
+            .sort("partition_date", "batch_id", "event_id")
+            .collect()
+        )
+        yield dg.Output(
+            rows,
+            metadata={
+                "landing_batches": len(list_batches(landing)),
+                "data_window": f"{first} .. {last}",
+            },
+        )
+        yield schema_check_result(rows, RawEvents, "raw_events")
+
+    @dg.multi_asset(
+        partitions_def=partitions,
+        backfill_policy=SINGLE_RUN,
+        outs={
+            "clean_events": dg.AssetOut(
+                metadata={"partition_expr": "event_date"}, group_name="events", kinds={"polars", "delta"}
+            ),
+            "quarantined_events": dg.AssetOut(
+                metadata={"partition_expr": "partition_date"}, group_name="events", kinds={"polars", "delta"}
+            ),
+        },
+        check_specs=[
+            schema_check_spec("clean_events", blocking=True),
+            schema_check_spec("quarantined_events", blocking=False),
+            dg.AssetCheckSpec(
+                name="every_raw_row_accounted_for",
+                asset="clean_events",
+                blocking=True,
+                description="raw rows = clean rows + quarantined rows: nothing is dropped silently",
+            ),
+        ],
+    )
+    def cleaned(
+        context: dg.AssetExecutionContext, lake: LakeResource, raw_events: pl.LazyFrame
+    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
+        """Valid, deduplicated events; every rejected row goes to quarantine with its reason."""
+        watermark = int(lake.settings().get("cleaning", "watermark_days"))
+        raw = raw_events.collect()
+        result = split_clean(raw.lazy(), watermark)
+        counts = reason_counts(result.quarantined)
+        first, last = window_days(*context.partition_time_window)
+        yield dg.Output(
+            result.clean, output_name="clean_events", metadata={"data_window": f"{first} .. {last}"}
+        )
+        yield dg.Output(
+            result.quarantined,
+            output_name="quarantined_events",
+            metadata={f"reason/{k}": v for k, v in counts.items()},
+        )
+        yield schema_check_result(result.clean, CleanEvents, "clean_events")
+        yield schema_check_result(result.quarantined, QuarantinedEvents, "quarantined_events")
+        accounted = result.clean.height + result.quarantined.height
+        yield dg.AssetCheckResult(
+            check_name="every_raw_row_accounted_for",
+            asset_key="clean_events",
+            passed=accounted == raw.height,
+            metadata={
+                "raw": raw.height,
+                "clean": result.clean.height,
+                "quarantined": result.quarantined.height,
+            },
+        )
+
+    return [raw_events, cleaned]

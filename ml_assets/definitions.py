@@ -1,0 +1,44 @@
+"""The one place that wires assets, checks, jobs and resources into Dagster definitions."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from ml_assets.assets.events import build_event_assets
+from ml_assets.assets.features import build_feature_assets
+from ml_assets.assets.models import MODEL_IO, build_model_assets
+from ml_assets.core.landing import read_window
+from ml_assets.lake_io import DeltaLakeIOManager
+from ml_assets.partitions import daily_partitions
+from ml_assets.resources import LakeResource
+from ml_assets.settings import HOME_ENV, Settings, load_settings
+
+ALL_ASSETS_JOB = "all_assets"
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    """Definitions for the lake at `settings.home`; partitions span its landed data window."""
+    partitions = daily_partitions(read_window(settings.landing_dir))
+    assets = [
+        *build_event_assets(partitions),
+        *build_feature_assets(partitions),
+        *build_model_assets(partitions),
+    ]
+    # EnvVar keeps the resolved value out of the stored run config when the home comes from the environment
+    home: str | dg.EnvVar = dg.EnvVar(HOME_ENV) if os.environ.get(HOME_ENV) else str(settings.home)
+    return dg.Definitions(
+        assets=assets,
+        jobs=[dg.define_asset_job(ALL_ASSETS_JOB, selection=dg.AssetSelection.all())],
+        resources={
+            "lake": LakeResource(home=home),
+            "io_manager": DeltaLakeIOManager(root_uri=settings.lake_uri),
+            MODEL_IO: dg.FilesystemIOManager(base_dir=str(settings.home / "dagster_storage")),
+        },
+        # one process for every step: a process per step costs seconds each on a laptop
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions(load_settings())

@@ -1,0 +1,90 @@
+from datetime import UTC, date, datetime, timedelta
+
+import polars as pl
+
+from ml_assets.core.features import player_features
+
+
+def _events(rows: list[tuple[str, date, str, float | None]]) -> pl.LazyFrame:
+    return pl.DataFrame(
+        {
+            "event_id": [f"e{i}" for i in range(len(rows))],
+            "player_id": [r[0] for r in rows],
+            "event_time": [datetime(r[1].year, r[1].month, r[1].day, 12, tzinfo=UTC) for r in rows],
+            "event_type": [r[2] for r in rows],
+            "value": [r[3] for r in rows],
+            "platform": ["ios"] * len(rows),
+            "country": ["US"] * len(rows),
+            "app_version": ["1.0"] * len(rows),
+            "event_date": [r[1] for r in rows],
+        }
+    ).lazy()
+
+
+D = date(2025, 1, 1)
+
+
+def day(n: int) -> date:
+    return D + timedelta(days=n)
+
+
+def test_windows_count_only_events_on_or_before_snapshot():
+    events = _events(
+        [
+            ("a", day(0), "purchase", 5.0),
+            ("a", day(3), "purchase", 10.0),
+            ("a", day(9), "session_start", None),
+            ("a", day(40), "purchase", 100.0),  # after every snapshot: must never be seen
+            ("b", day(9), "purchase", 1.0),
+        ]
+    )
+    f = player_features(events, day(9), day(10), windows=(1, 7, 28)).collect()
+    a9 = f.filter((pl.col("player_id") == "a") & (pl.col("snapshot_date") == day(9))).row(0, named=True)
+    assert a9["ev_purchase_count_28d"] == 2
+    assert a9["ev_purchase_count_7d"] == 1  # days 3..9
+    assert a9["ev_purchase_count_1d"] == 0
+    assert a9["ev_purchase_value_sum_28d"] == 15.0
+    assert a9["ev_purchase_value_max"] == 10.0
+    assert a9["ev_purchase_recency_days"] == 6
+    assert a9["ev_session_start_count_1d"] == 1
+    assert a9["events_7d"] == 2 and a9["active_days_28d"] == 3
+    assert a9["tenure_days"] == 9 and a9["recency_days"] == 0
+    assert a9["game_is_payer"] is True
+    a10 = f.filter((pl.col("player_id") == "a") & (pl.col("snapshot_date") == day(10))).row(0, named=True)
+    assert a10["recency_days"] == 1 and a10["ev_session_start_count_1d"] == 0
+    assert a10["ev_purchase_value_total"] == 15.0
+    # b joined on day 9: tenure 0, no history before
+    b9 = f.filter((pl.col("player_id") == "b") & (pl.col("snapshot_date") == day(9))).row(0, named=True)
+    assert b9["tenure_days"] == 0 and b9["ev_session_start_recency_days"] is None
+
+
+def test_population_is_players_active_in_longest_window():
+    events = _events([("a", day(0), "x", None), ("b", day(20), "x", None)])
+    f = player_features(events, day(0), day(40), windows=(1, 7)).collect()
+    a_days = f.filter(pl.col("player_id") == "a")["snapshot_date"].to_list()
+    assert a_days == [day(i) for i in range(7)]
+    assert f.filter(pl.col("player_id") == "b")["snapshot_date"].min() == day(20)
+    assert f.filter(pl.col("player_id") == "b")["snapshot_date"].max() == day(26)
+    assert f.select(pl.struct("player_id", "snapshot_date").is_unique().all()).item()
+
+
+def test_game_features_only_when_types_exist():
+    events = _events(
+        [
+            ("a", day(0), "session_start", None),
+            ("a", day(0), "session_end", 300.0),
+            ("a", day(1), "session_start", None),
+            ("a", day(1), "session_end", 100.0),
+            ("a", day(1), "level_start", 1.0),
+            ("a", day(1), "level_fail", 1.0),
+            ("a", day(1), "level_start", 1.0),
+            ("a", day(1), "level_complete", 1.0),
+        ]
+    )
+    f = player_features(events, day(1), day(1)).collect().row(0, named=True)
+    assert f["game_session_length_mean_7d"] == 200.0
+    assert f["game_level_fail_rate_28d"] == 0.5
+    assert f["game_level_max"] == 1.0
+    assert "game_is_payer" not in f
+    generic = player_features(_events([("a", day(0), "x", 1.0)]), day(0), day(0)).collect()
+    assert not [c for c in generic.columns if c.startswith("game_")]
