@@ -12,6 +12,7 @@ from ml_assets.assets.models import MODEL_IO, build_model_assets
 from ml_assets.core.landing import read_window
 from ml_assets.lake_io import DeltaLakeIOManager
 from ml_assets.partitions import daily_partitions
+from ml_assets.progress import step_progress_logger
 from ml_assets.resources import LakeResource
 from ml_assets.settings import HOME_ENV, Settings, load_settings
 
@@ -36,6 +37,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "io_manager": DeltaLakeIOManager(root_uri=settings.lake_uri),
             MODEL_IO: dg.FilesystemIOManager(base_dir=str(settings.home / "dagster_storage")),
         },
+        loggers={"console": dg.colored_console_logger, "progress": step_progress_logger},
         # one process for every step: a process per step costs seconds each on a laptop
         executor=dg.in_process_executor,
     )

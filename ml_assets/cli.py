@@ -1,0 +1,216 @@
+"""`ml-assets`: simulate or ingest events, materialize the graph, open the UI, report status."""
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+from ml_assets.settings import CONFIG_ENV, HOME_ENV, Settings, load_settings
+
+DEMO_PLAYERS, DEMO_DAYS, DEMO_SEED = 5_000, 60, 7
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.home, args.config)
+    # the Dagster layer and any child process (the UI) read the same home and settings
+    os.environ[HOME_ENV] = str(settings.home)
+    if args.config:
+        os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
+    return settings
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from ml_assets.core.simulate import SimulationParams, extend, simulate
+
+    settings = _settings(args)
+    landing = settings.landing_dir
+
+    def progress(day: date) -> None:
+        if day.day == 1 or args.verbose:
+            _say(f"  simulated through {day}")
+
+    saved = landing / "_simulation.json"
+    started = time.perf_counter()
+    if args.until and saved.exists() and args.players is None and args.days is None:
+        report = extend(landing, date.fromisoformat(args.until), progress=progress)
+    else:
+        params = SimulationParams(
+            players=args.players or DEMO_PLAYERS,
+            days=args.days or DEMO_DAYS,
+            start=date.fromisoformat(args.start) if args.start else SimulationParams.start,
+            seed=args.seed if args.seed is not None else DEMO_SEED,
+            dirty_rate=args.dirty_rate,
+        )
+        until = date.fromisoformat(args.until) if args.until else None
+        report = simulate(landing, params, until=until, progress=progress)
+    print(
+        f"landed {report.days_landed} day batches ({report.rows:,} rows), "
+        f"{report.days_skipped} already present; "
+        f"data {report.first_day} .. {report.last_day} in {time.perf_counter() - started:.1f}s -> {landing}"
+    )
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from ml_assets.core.ingest import ingest
+
+    settings = _settings(args)
+    report = ingest(Path(args.path), Path(args.mapping), settings.landing_dir)
+    state = "landed" if report.landed else "already landed (nothing added)"
+    print(
+        f"{args.path}: {report.rows:,} rows {state} as batch {report.batch_id[:12]}; "
+        f"days {report.first_day} .. {report.last_day}; "
+        f"{report.unparsed_times} unparsed times (to quarantine)"
+    )
+    return 0
+
+
+def _run(settings: Settings, select: Sequence[str] | None, first: str | None, last: str | None) -> int:
+    from ml_assets.runner import instance_for, materialize
+
+    instance = instance_for(settings)
+    started = time.perf_counter()
+    what = ", ".join(select) if select else "every asset"
+    _say(f"materializing {what} over {first or 'the first day'} .. {last or 'the last day'} (one run)")
+    summary = materialize(settings, instance, select, first, last)
+    elapsed = time.perf_counter() - started
+    if summary.failed_checks:
+        _say(f"failed checks: {', '.join(summary.failed_checks)}")
+    if not summary.success:
+        _say(f"run {summary.run_id} FAILED after {elapsed:.1f}s; see `ml-assets ui` for the step logs")
+        return 1
+    print(f"run {summary.run_id} succeeded in {elapsed:.1f}s: {', '.join(summary.materialized)}")
+    return 0
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    select = [s for part in args.select or [] for s in part.split(",") if s]
+    return _run(settings, select or None, args.first_day, args.last_day)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ml_assets.runner import lake_paths
+    from ml_assets.status import model_status
+
+    settings = _settings(args)
+    args.until, args.start, args.dirty_rate = None, None, args.dirty_rate
+    args.verbose = False
+    _say(f"simulating {args.players:,} players x {args.days} days (seed {args.seed}) into {settings.home}")
+    cmd_simulate(args)
+    code = _run(settings, None, None, None)
+    if code:
+        return code
+    models = model_status(settings)
+    if models:
+        m = models[0]
+        print(
+            f"\nchurn model {m['version']}: test ROC AUC {m['roc_auc']:.3f} (recency baseline "
+            f"{m['baseline_roc_auc']:.3f}), PR AUC {m['pr_auc']:.3f}, log loss {m['log_loss']:.3f}"
+        )
+    for label, path in lake_paths(settings).items():
+        print(f"{label}: {path}")
+    print(f"UI: ml-assets --home {settings.home} ui   (then open http://127.0.0.1:3000)")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ml_assets.definitions import build_definitions
+    from ml_assets.runner import instance_for
+    from ml_assets.status import format_status, lake_status
+
+    settings = _settings(args)
+    defs = build_definitions(settings)
+    check_keys = sorted(defs.resolve_asset_graph().asset_check_keys, key=lambda k: k.to_user_string())
+    status = lake_status(settings, instance_for(settings), check_keys)
+    print(json.dumps(status, indent=2, default=str) if args.json else format_status(status))
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home), HOME_ENV: str(settings.home)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-m",
+        "ml_assets.definitions",
+        "-h",
+        args.host,
+        "-p",
+        str(args.port),
+    ]
+    _say(f"DAGSTER_HOME={settings.dagster_home} {HOME_ENV}={settings.home}\n{' '.join(cmd)}")
+    os.execvpe(cmd[0], cmd, env)
+    return 0  # not reached: exec replaces this process
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of every verb."""
+    p = argparse.ArgumentParser(prog="ml-assets", description=__doc__)
+    p.add_argument("--home", help=f"lake home (default ${HOME_ENV} or ./.ml_assets)")
+    p.add_argument("--config", help="settings file (default <home>/ml_assets.toml)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def sim_args(sp: argparse.ArgumentParser, defaults: bool) -> None:
+        sp.add_argument("--players", type=int, default=DEMO_PLAYERS if defaults else None)
+        sp.add_argument("--days", type=int, default=DEMO_DAYS if defaults else None)
+        sp.add_argument("--seed", type=int, default=DEMO_SEED if defaults else None)
+        sp.add_argument("--dirty-rate", type=float, default=0.01, help="share of dirty rows (default 0.01)")
+
+    s = sub.add_parser("simulate", help="land seeded synthetic game telemetry, one batch per day")
+    sim_args(s, defaults=False)
+    s.add_argument("--start", help="first day, YYYY-MM-DD (default 2025-01-01)")
+    s.add_argument("--until", help="last day to land; extends an existing simulation when given alone")
+    s.add_argument("--verbose", action="store_true")
+    s.set_defaults(func=cmd_simulate)
+
+    i = sub.add_parser("ingest", help="land a CSV, Parquet or JSON-lines event file through a column mapping")
+    i.add_argument("path")
+    i.add_argument("--mapping", required=True, help="mapping TOML (see examples/cdnow/cdnow.toml)")
+    i.set_defaults(func=cmd_ingest)
+
+    m = sub.add_parser("materialize", help="materialize assets over the landed days, as one run")
+    m.add_argument("--select", action="append", help="asset key(s), comma separated; default all")
+    m.add_argument("--first-day", help="first partition (default: first landed day)")
+    m.add_argument("--last-day", help="last partition (default: last landed day)")
+    m.set_defaults(func=cmd_materialize)
+
+    d = sub.add_parser("demo", help="simulate, then materialize everything and print the model's metrics")
+    sim_args(d, defaults=True)
+    d.set_defaults(func=cmd_demo)
+
+    st = sub.add_parser("status", help="tables, checks and model versions")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+
+    u = sub.add_parser("ui", help="start the Dagster UI on this lake's instance")
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--port", type=int, default=3000)
+    u.set_defaults(func=cmd_ui)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `ml-assets` console script."""
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError) as exc:
+        _say(f"ml-assets {args.command}: error: {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
