@@ -29,7 +29,11 @@ def test_batch_lands_once_and_records_window(tmp_path):
     landed = scan_landing(tmp_path).collect()
     assert landed.height == 3
     assert dict(landed.drop("partition_date").schema) == LANDING_SCHEMA
-    assert landed.sort("event_id")["partition_date"].to_list() == [date(2025, 1, 2), date(2025, 1, 5), date(2025, 1, 4)]
+    assert landed.sort("event_id")["partition_date"].to_list() == [
+        date(2025, 1, 2),
+        date(2025, 1, 5),
+        date(2025, 1, 4),
+    ]
 
 
 def test_empty_landing_scans_typed(tmp_path):
@@ -47,7 +51,9 @@ def test_settings_defaults_and_unknown_keys(tmp_path):
     settings = load_settings(tmp_path)
     assert settings.get("cleaning", "watermark_days") == 3
     assert settings.lake_uri == str(tmp_path / "lake")
-    (tmp_path / "ml_assets.toml").write_text("[cleaning]\nwatermark_days = 5\n[models.churn]\nhorizon_days = 7\n")
+    (tmp_path / "ml_assets.toml").write_text(
+        "[cleaning]\nwatermark_days = 5\n[models.churn]\nhorizon_days = 7\n"
+    )
     settings = load_settings(tmp_path)
     assert settings.get("cleaning", "watermark_days") == 5
     assert settings.churn.horizon_days == 7
