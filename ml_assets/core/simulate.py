@@ -28,7 +28,7 @@ from ml_assets.core.landing import batch_path, write_batch
 SIMULATION_FILE = "_simulation.json"
 SOURCE = "simulator"
 # Part of every batch id: bump it when the generator's output changes, so old batches are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 PLATFORMS = ("ios", "android", "web")
 PLATFORM_P = (0.42, 0.43, 0.15)
@@ -245,7 +245,7 @@ def _play_day(players: _Players, rng: np.random.Generator, k: int) -> _Events:
     s_end = s_start + length.astype(np.int64)
 
     # Level attempts in each session; the level climbs with each completion, in order.
-    n_att = rng.poisson(length / 400_000)
+    n_att = rng.poisson(length / 1_500_000)
     a_sess = np.repeat(np.arange(sp.size), n_att)
     a_pos = sp[a_sess]
     q = _segment_rank(n_att)
