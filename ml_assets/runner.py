@@ -37,18 +37,19 @@ def instance_for(settings: Settings) -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
-def materialize(
+def execute(
     settings: Settings,
     instance: dg.DagsterInstance,
     select: Sequence[str] | None = None,
     first_day: str | None = None,
     last_day: str | None = None,
-    quiet: bool = True,
-) -> RunSummary:
+    run_config: dict | None = None,
+) -> dg.ExecuteInProcessResult:
     """Materialize the selected assets (default: all) over a partition range (default: every day), as one run.
 
     Partitioned and unpartitioned assets share the run; each partitioned asset computes the whole
     range in one step (single-run backfill policy), so hundreds of days cost one step, not hundreds.
+    Selecting one output of a multi-asset (e.g. clean_events) selects its siblings too.
     """
     window = read_window(settings.landing_dir)
     if window is None:
@@ -57,25 +58,34 @@ def materialize(
         )
     defs = build_definitions(settings)
     job = defs.resolve_job_def(ALL_ASSETS_JOB)
-    keys = [dg.AssetKey.from_user_string(s) for s in select] if select else None
-    if keys:
-        known = {k for k in defs.resolve_asset_graph().get_all_asset_keys()}
-        unknown = [k.to_user_string() for k in keys if k not in known]
+    keys = None
+    if select:
+        graph = defs.resolve_asset_graph()
+        wanted = [dg.AssetKey.from_user_string(s) for s in select]
+        unknown = [k.to_user_string() for k in wanted if not graph.has(k)]
         if unknown:
-            raise ValueError(
-                f"unknown asset(s) {unknown}; known: {sorted(k.to_user_string() for k in known)}"
-            )
+            known = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
+            raise ValueError(f"unknown asset(s) {unknown}; known: {known}")
+        keys = sorted(dg.AssetSelection.assets(*wanted).required_multi_asset_neighbors().resolve(graph))
     tags = {
         ASSET_PARTITION_RANGE_START_TAG: first_day or window.first_day.isoformat(),
         ASSET_PARTITION_RANGE_END_TAG: last_day or window.last_day.isoformat(),
     }
-    result = job.execute_in_process(
-        instance=instance,
-        tags=tags,
-        asset_selection=keys,
-        run_config=QUIET if quiet else None,
-        raise_on_error=False,
+    return job.execute_in_process(
+        instance=instance, tags=tags, asset_selection=keys, run_config=run_config, raise_on_error=False
     )
+
+
+def materialize(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    select: Sequence[str] | None = None,
+    first_day: str | None = None,
+    last_day: str | None = None,
+    quiet: bool = True,
+) -> RunSummary:
+    """`execute`, with Dagster's log stream reduced to step progress, summarised for the CLI."""
+    result = execute(settings, instance, select, first_day, last_day, QUIET if quiet else None)
     failed, done = [], []
     for event in result.all_events:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":

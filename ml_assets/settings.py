@@ -29,7 +29,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_event_types": 40,  # generic features for at most this many event types (most frequent first)
     },
     "training": {
-        "snapshot_every_days": 7,  # sample training snapshots this far apart
+        "snapshot_every_days": 3,  # sample training snapshots this far apart (the row cap bounds the size)
         "max_rows": 200_000,  # row cap of the training set (seeded sample)
         "test_fraction": 0.2,  # latest share of snapshots held out as the out-of-time test
         "seed": 42,

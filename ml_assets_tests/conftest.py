@@ -8,12 +8,10 @@ import polars as pl
 import pytest
 
 from ml_assets.core.simulate import SimulationParams, simulate
-from ml_assets.definitions import ALL_ASSETS_JOB, build_definitions
+from ml_assets.runner import execute
 from ml_assets.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
 
 
 def make_lake(home: Path, players: int = 300, days: int = 45, dirty_rate: float = 0.02) -> Settings:
@@ -30,14 +28,7 @@ def run_graph(
     select: Sequence[str] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialize (a selection of) the graph over [first, last] as one run."""
-    job = build_definitions(settings).resolve_job_def(ALL_ASSETS_JOB)
-    keys = [dg.AssetKey(s) for s in select] if select else None
-    return job.execute_in_process(
-        instance=instance,
-        tags={RANGE_START: first, RANGE_END: last},
-        asset_selection=keys,
-        raise_on_error=False,
-    )
+    return execute(settings, instance, select, first, last)
 
 
 def read_table(settings: Settings, name: str) -> pl.DataFrame:

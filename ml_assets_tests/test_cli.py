@@ -1,0 +1,47 @@
+"""The CLI on the SQLite instance under the lake home (the one short test of that path)."""
+
+import json
+
+import dagster as dg
+
+from ml_assets.cli import main
+
+
+def test_simulate_materialize_status_on_sqlite(tmp_path, capsys, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert main(["--home", str(home), "simulate", "--players", "150", "--days", "35"]) == 0
+    assert main(["--home", str(home), "simulate", "--until", "2025-02-09"]) == 0  # extends by 5 days
+    out = capsys.readouterr().out
+    assert "landed 5 day batches" in out
+    assert main(["--home", str(home), "materialize"]) == 0
+    capsys.readouterr()
+    assert main(["--home", str(home), "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["data_window"] == ["2025-01-01", "2025-02-09"]
+    tables = {t["table"]: t for t in status["tables"]}
+    assert tables["clean_events"]["partitions"] == 40
+    assert (
+        tables["raw_events"]["rows"] == tables["clean_events"]["rows"] + tables["quarantined_events"]["rows"]
+    )
+    assert {c["status"] for c in status["checks"]} == {"SUCCEEDED"}
+    assert len(status["models"]) == 1
+    # the run is recorded in the SQLite instance under the lake home
+    instance = dg.DagsterInstance.from_config(str(home / "dagster"))
+    runs = instance.get_runs()
+    assert len(runs) == 1 and runs[0].job_name == "all_assets"
+    assert (home / "dagster" / "history").exists()
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    home = str(tmp_path / "h")
+    assert main(["--home", home, "materialize"]) == 2
+    assert "nothing has landed" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[source]\nformat = 'xlsx'\n")
+    (tmp_path / "e.csv").write_text("a,b\n1,2\n")
+    assert main(["--home", home, "ingest", str(tmp_path / "e.csv"), "--mapping", str(bad)]) == 2
+    assert "format" in capsys.readouterr().err
+    assert main(["--home", home, "simulate", "--players", "20", "--days", "20"]) == 0
+    assert main(["--home", home, "materialize", "--select", "nope"]) == 2
+    assert "unknown asset" in capsys.readouterr().err
