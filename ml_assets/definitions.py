@@ -14,7 +14,7 @@ from ml_assets.lake_io import DeltaLakeIOManager
 from ml_assets.partitions import daily_partitions
 from ml_assets.progress import step_progress_logger
 from ml_assets.resources import LakeResource
-from ml_assets.settings import HOME_ENV, Settings, load_settings
+from ml_assets.settings import HOME_ENV, Settings, load_settings, resolve_home
 
 ALL_ASSETS_JOB = "all_assets"
 
@@ -28,7 +28,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         *build_model_assets(partitions),
     ]
     # EnvVar keeps the resolved value out of the stored run config when the home comes from the environment
-    home: str | dg.EnvVar = dg.EnvVar(HOME_ENV) if os.environ.get(HOME_ENV) else str(settings.home)
+    from_env = os.environ.get(HOME_ENV)
+    home: str | dg.EnvVar = (
+        dg.EnvVar(HOME_ENV) if from_env and resolve_home(from_env) == settings.home else str(settings.home)
+    )
     return dg.Definitions(
         assets=assets,
         jobs=[dg.define_asset_job(ALL_ASSETS_JOB, selection=dg.AssetSelection.all())],

@@ -95,3 +95,11 @@ def test_one_class_training_set_fails_with_a_reason(tmp_path, instance):
     assert failure.step_key == "churn_model"
     reason = failure.event_specific_data.error.to_string()
     assert "split needs more snapshot days" in reason or "need both churned and retained" in reason
+
+
+def test_definitions_use_the_given_home_even_when_the_environment_names_another(small_lake, monkeypatch):
+    from ml_assets.definitions import build_definitions
+
+    monkeypatch.setenv("ML_ASSETS_HOME", "/somewhere/else")
+    defs = build_definitions(small_lake)
+    assert defs.resources["lake"].home == str(small_lake.home)

@@ -3,13 +3,20 @@
 import json
 
 import dagster as dg
+import pytest
 
 from ml_assets.cli import main
 
 
-def test_simulate_materialize_status_on_sqlite(tmp_path, capsys, monkeypatch):
+@pytest.fixture(autouse=True)
+def _restore_env(monkeypatch):
+    # the CLI exports its home and instance to the environment for child processes; undo that after
+    for name in ("DAGSTER_HOME", "ML_ASSETS_HOME", "ML_ASSETS_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_simulate_materialize_status_on_sqlite(tmp_path, capsys):
     home = tmp_path / "home"
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
     assert main(["--home", str(home), "simulate", "--players", "150", "--days", "35"]) == 0
     assert main(["--home", str(home), "simulate", "--until", "2025-02-09"]) == 0  # extends by 5 days
     out = capsys.readouterr().out
