@@ -1,6 +1,5 @@
 """raw_events, clean_events and quarantined_events: daily partitions by event day."""
 
-
 from collections.abc import Iterator
 
 import dagster as dg

@@ -1,6 +1,5 @@
 """player_features: one row per (snapshot day, player), from clean events up to that day."""
 
-
 from collections.abc import Iterator
 
 import dagster as dg

@@ -1,6 +1,5 @@
 """training_set, churn_model and churn_predictions."""
 
-
 from collections.abc import Iterator
 
 import dagster as dg
