@@ -5,6 +5,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -205,6 +206,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `ml-assets` console script."""
     args = parser().parse_args(argv)
+    import dagster as dg
+
+    # backfill policies and partition mappings are marked beta; the CLI's users need not read that per run
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     try:
         return int(args.func(args))
     except (ValueError, FileNotFoundError) as exc:
