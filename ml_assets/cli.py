@@ -136,6 +136,65 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    import getpass
+
+    from ml_assets.runner import instance_for, materialize
+    from ml_assets.status import model_status
+
+    settings = _settings(args)
+    if args.action == "list":
+        rows = [m for m in model_status(settings) if args.model in (None, m["model"])]
+        if args.json:
+            print(json.dumps(rows, indent=2, default=str))
+        for m in [] if args.json else rows:
+            auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
+            print(f"{m['model']:<16} {m['version']}  {m['stage']:<12} roc_auc {auc}  at {m['registered_at']}")
+        return 0
+    if not args.model:
+        raise ValueError(f"models {args.action} needs a model name")
+    spec = settings.spec(args.model)
+    if args.action == "promote" and not args.version:
+        raise ValueError("models promote needs a version (see `ml-assets models list`)")
+    op = f"{spec.name}_production_model"
+    config = {
+        "action": args.action,
+        "version": args.version or "",
+        "reason": args.reason or f"{args.action} from the CLI",
+        "actor": f"cli:{getpass.getuser()}",
+    }
+    summary = materialize(
+        settings,
+        instance_for(settings),
+        [op, f"{spec.name}_predictions"],
+        run_config={"ops": {op: {"config": config}}},
+    )
+    if not summary.success:
+        _say(f"run {summary.run_id} FAILED; see `ml-assets ui` for the step logs")
+        return 1
+    version = settings_registry(settings).current(spec.name)
+    print(f"{spec.name}: production is now {version}; predictions re-scored (run {summary.run_id})")
+    return 0
+
+
+def settings_registry(settings: Settings):  # noqa: ANN201 - the import is deferred to keep the CLI fast
+    """The model registry of a lake."""
+    from ml_assets.core.registry import Registry
+    from ml_assets.resources import REGISTRY_TABLE
+
+    return Registry(f"{settings.lake_uri}/{REGISTRY_TABLE}")
+
+
+def cmd_experiments(args: argparse.Namespace) -> int:
+    from ml_assets.core.experiments import compare_runs, format_runs, list_runs
+    from ml_assets.resources import EXPERIMENTS_TABLE
+
+    settings = _settings(args)
+    runs = compare_runs(list_runs(f"{settings.lake_uri}/{EXPERIMENTS_TABLE}", args.model))
+    print(json.dumps(runs.to_dicts(), indent=2, default=str) if args.json else format_runs(runs))
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
@@ -195,6 +254,19 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="tables, checks and model versions")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+
+    md = sub.add_parser("models", help="list model versions and stages; promote or roll back production")
+    md.add_argument("action", choices=["list", "promote", "rollback"])
+    md.add_argument("model", nargs="?")
+    md.add_argument("version", nargs="?")
+    md.add_argument("--reason", help="why (kept in the registry's audit log)")
+    md.add_argument("--json", action="store_true")
+    md.set_defaults(func=cmd_models)
+
+    ex = sub.add_parser("experiments", help="list and compare training runs")
+    ex.add_argument("--model")
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=cmd_experiments)
 
     u = sub.add_parser("ui", help="start the Dagster UI on this lake's instance")
     u.add_argument("--host", default="127.0.0.1")

@@ -25,7 +25,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     assets = [
         *build_event_assets(partitions),
         *build_feature_assets(partitions),
-        *build_model_assets(partitions),
+        *[a for spec in settings.specs() for a in build_model_assets(spec, partitions)],
     ]
     # EnvVar keeps the resolved value out of the stored run config when the home comes from the environment
     from_env = os.environ.get(HOME_ENV)
@@ -34,7 +34,18 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
     return dg.Definitions(
         assets=assets,
-        jobs=[dg.define_asset_job(ALL_ASSETS_JOB, selection=dg.AssetSelection.all())],
+        jobs=[
+            dg.define_asset_job(ALL_ASSETS_JOB, selection=dg.AssetSelection.all()),
+            *[
+                # promote / roll back from the UI: launch with config {action, version, reason}
+                dg.define_asset_job(
+                    f"{spec.name}_stage_change",
+                    selection=dg.AssetSelection.assets(f"{spec.name}_production_model"),
+                    description=f"Set {spec.name}'s production version: config action promote|rollback|sync.",
+                )
+                for spec in settings.specs()
+            ],
+        ],
         resources={
             "lake": LakeResource(home=home),
             "io_manager": DeltaLakeIOManager(root_uri=settings.lake_uri),

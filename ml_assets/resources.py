@@ -6,7 +6,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from ml_assets.core.registry import Registry
 from ml_assets.settings import Settings, load_settings
+
+REGISTRY_TABLE = "model_registry"
+EXPERIMENTS_TABLE = "experiments"
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -26,3 +30,15 @@ class LakeResource(dg.ConfigurableResource):
     def model_dir(self, name: str) -> Path:
         """Folder of one model's files, named by version."""
         return self.settings().models_dir / name
+
+    def table_uri(self, name: str) -> str:
+        """Where a table of the lake lives."""
+        return f"{self.settings().lake_uri.rstrip('/')}/{name}"
+
+    def registry(self) -> Registry:
+        """The model registry: an append-only Delta log of every version's stage changes."""
+        return Registry(self.table_uri(REGISTRY_TABLE))
+
+    @property
+    def experiments_uri(self) -> str:
+        return self.table_uri(EXPERIMENTS_TABLE)

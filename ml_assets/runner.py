@@ -58,19 +58,24 @@ def execute(
         )
     defs = build_definitions(settings)
     job = defs.resolve_job_def(ALL_ASSETS_JOB)
+    graph = defs.resolve_asset_graph()
     keys = None
     if select:
-        graph = defs.resolve_asset_graph()
         wanted = [dg.AssetKey.from_user_string(s) for s in select]
         unknown = [k.to_user_string() for k in wanted if not graph.has(k)]
         if unknown:
             known = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
             raise ValueError(f"unknown asset(s) {unknown}; known: {known}")
         keys = sorted(dg.AssetSelection.assets(*wanted).required_multi_asset_neighbors().resolve(graph))
-    tags = {
-        ASSET_PARTITION_RANGE_START_TAG: first_day or window.first_day.isoformat(),
-        ASSET_PARTITION_RANGE_END_TAG: last_day or window.last_day.isoformat(),
-    }
+    partitioned = any(graph.get(k).is_partitioned for k in (keys or graph.get_all_asset_keys()))
+    tags = (
+        {
+            ASSET_PARTITION_RANGE_START_TAG: first_day or window.first_day.isoformat(),
+            ASSET_PARTITION_RANGE_END_TAG: last_day or window.last_day.isoformat(),
+        }
+        if partitioned
+        else {}
+    )
     return job.execute_in_process(
         instance=instance, tags=tags, asset_selection=keys, run_config=run_config, raise_on_error=False
     )
@@ -83,9 +88,11 @@ def materialize(
     first_day: str | None = None,
     last_day: str | None = None,
     quiet: bool = True,
+    run_config: dict | None = None,
 ) -> RunSummary:
     """`execute`, with Dagster's log stream reduced to step progress, summarised for the CLI."""
-    result = execute(settings, instance, select, first_day, last_day, QUIET if quiet else None)
+    config = {**(QUIET if quiet else {}), **(run_config or {})}
+    result = execute(settings, instance, select, first_day, last_day, config or None)
     failed, done = [], []
     for event in result.all_events:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":

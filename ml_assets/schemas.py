@@ -99,18 +99,25 @@ class PlayerFeatures(pa.DataFrameModel):
 
 
 class TrainingSet(PlayerFeatures):
-    """Feature rows with a matured churn label."""
+    """Feature rows with a matured label and the day the out-of-time split orders them by."""
 
-    churned: bool
+    label: bool
+    split_date: date
+
+    @pa.dataframe_check
+    def split_not_after_snapshot(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("split_date") <= pl.col("snapshot_date"))
 
 
-class ChurnPredictions(pa.DataFrameModel):
-    """One probability per (player, snapshot day), with the model version that produced it."""
+class Predictions(pa.DataFrameModel):
+    """One probability per (player, snapshot day), the model version that produced it, its top reasons."""
 
     player_id: str
     snapshot_date: date
-    churn_probability: float = pa.Field(ge=0, le=1)
+    probability: float = pa.Field(ge=0, le=1)
     model_version: str = pa.Field(str_length={"min_value": 1})
+    reason_1: str = pa.Field(nullable=True)
+    reason_1_contribution: float = pa.Field(nullable=True)
 
     @pa.dataframe_check
     def one_row_per_player_and_day(cls, data: pa.PolarsData) -> pl.LazyFrame:
@@ -118,7 +125,7 @@ class ChurnPredictions(pa.DataFrameModel):
 
 
 __all__ = [
-    "ChurnPredictions",
+    "Predictions",
     "CleanEvents",
     "PlayerFeatures",
     "QuarantinedEvents",

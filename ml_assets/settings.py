@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ml_assets.core.spec import ModelSpec, specs_from_settings
+
 HOME_ENV = "ML_ASSETS_HOME"
 CONFIG_ENV = "ML_ASSETS_CONFIG"
 DEFAULT_HOME = ".ml_assets"
@@ -28,24 +30,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "windows": [1, 7, 28],  # trailing windows in days, inclusive of the snapshot day
         "max_event_types": 40,  # generic features for at most this many event types (most frequent first)
     },
+    # defaults for every model; a [models.NAME] table can set any of these for itself
     "training": {
         "snapshot_every_days": 3,  # sample training snapshots this far apart (the row cap bounds the size)
         "max_rows": 200_000,  # row cap of the training set (seeded sample)
         "test_fraction": 0.2,  # latest share of snapshots held out as the out-of-time test
         "seed": 42,
-        "num_boost_round": 400,
+        "num_boost_round": 150,
         "early_stopping_rounds": 30,
     },
 }
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    """Options of one `[models.NAME]` table."""
-
-    name: str
-    label: str = "rolling"
-    horizon_days: int = 14
 
 
 @dataclass(frozen=True)
@@ -54,7 +48,7 @@ class Settings:
 
     home: Path
     values: dict[str, dict[str, Any]] = field(default_factory=dict)
-    models: dict[str, ModelOptions] = field(default_factory=dict)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def get(self, section: str, key: str) -> Any:
         """The value of `section.key`, falling back to the documented default."""
@@ -78,9 +72,16 @@ class Settings:
     def dagster_home(self) -> Path:
         return self.home / "dagster"
 
-    @property
-    def churn(self) -> ModelOptions:
-        return self.models.get("churn", ModelOptions(name="churn"))
+    def specs(self) -> tuple[ModelSpec, ...]:
+        """The model specs in force: `[models.*]` tables if any are declared, else the shipped ones."""
+        return specs_from_settings(self.models, self.values.get("training"))
+
+    def spec(self, name: str) -> ModelSpec:
+        """One model's spec by name; ValueError naming the known models when absent."""
+        for spec in self.specs():
+            if spec.name == name:
+                return spec
+        raise ValueError(f"no model named {name!r}; known: {[s.name for s in self.specs()]}")
 
 
 def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
@@ -114,11 +115,7 @@ def load_settings(
             if key not in DEFAULTS[section]:
                 raise ValueError(f"{path}: unknown key {section}.{key}; known: {sorted(DEFAULTS[section])}")
         values[section] = dict(table)
-    models = {}
-    for name, table in raw.get("models", {}).items():
-        models[name] = ModelOptions(
-            name=name,
-            label=str(table.get("label", "rolling")),
-            horizon_days=int(table.get("horizon_days", 14)),
-        )
-    return Settings(home=root, values=values, models=models)
+    models = {str(name): dict(table) for name, table in raw.get("models", {}).items()}
+    settings = Settings(home=root, values=values, models=models)
+    settings.specs()  # validate the model tables now, with the file's name in the message
+    return settings

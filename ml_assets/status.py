@@ -1,7 +1,6 @@
 """`ml-assets status`: each table's rows, partitions and Delta version, last checks, model versions."""
 
 import json
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -10,24 +9,35 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from ml_assets.core.landing import list_batches, read_window
+from ml_assets.core.registry import Registry
 from ml_assets.lake_io import table_uri
+from ml_assets.resources import EXPERIMENTS_TABLE, REGISTRY_TABLE
 from ml_assets.settings import Settings
 
-# Each table and the column its partitions are stored by (None: unpartitioned).
-TABLES: dict[str, str | None] = {
+# Each event table and the column its partitions are stored by (None: unpartitioned).
+EVENT_TABLES: dict[str, str | None] = {
     "raw_events": "partition_date",
     "clean_events": "event_date",
     "quarantined_events": "partition_date",
     "player_features": "snapshot_date",
-    "training_set": None,
-    "churn_predictions": "snapshot_date",
 }
+
+
+def tables(settings: Settings) -> dict[str, str | None]:
+    """Every table of the lake with its partition column: event tables, then each model's."""
+    out = dict(EVENT_TABLES)
+    for spec in settings.specs():
+        out[f"{spec.name}_training_set"] = None
+        out[f"{spec.name}_predictions"] = "snapshot_date"
+    out[REGISTRY_TABLE] = None
+    out[EXPERIMENTS_TABLE] = None
+    return out
 
 
 def table_status(settings: Settings) -> list[dict[str, Any]]:
     """Rows, partitions and Delta version of each table; `exists` False for tables not written yet."""
     out = []
-    for name, column in TABLES.items():
+    for name, column in tables(settings).items():
         uri = table_uri(settings.lake_uri, dg.AssetKey(name))
         try:
             version = DeltaTable(uri).version()
@@ -69,23 +79,25 @@ def check_status(instance: dg.DagsterInstance, check_keys: list[dg.AssetCheckKey
 
 
 def model_status(settings: Settings) -> list[dict[str, Any]]:
-    """Every trained model version with its test metrics, newest first."""
-    cards = sorted(settings.models_dir.glob("*/*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    """Every registered model version with its stage and test metrics, newest first per model."""
+    registry = Registry(f"{settings.lake_uri}/{REGISTRY_TABLE}")
     models = []
-    for card in cards:
-        data = json.loads(card.read_text())
-        models.append(
-            {
-                "model": data["name"],
-                "version": data["version"],
-                "path": data["path"],
-                "roc_auc": data["metrics"].get("roc_auc"),
-                "pr_auc": data["metrics"].get("pr_auc"),
-                "log_loss": data["metrics"].get("log_loss"),
-                "baseline_roc_auc": data["baseline_metrics"].get("roc_auc"),
-                "trained_at": card.stat().st_mtime,
-            }
-        )
+    for spec in settings.specs():
+        for row in registry.versions(spec.name).sort("registered_at", descending=True).iter_rows(named=True):
+            card = settings.models_dir / spec.name / f"{row['version']}.json"
+            data = json.loads(card.read_text()) if card.exists() else {"metrics": {}, "baseline_metrics": {}}
+            models.append(
+                {
+                    "model": spec.name,
+                    "version": row["version"],
+                    "stage": row["stage"],
+                    "roc_auc": data["metrics"].get("roc_auc"),
+                    "pr_auc": data["metrics"].get("pr_auc"),
+                    "log_loss": data["metrics"].get("log_loss"),
+                    "baseline_roc_auc": data["baseline_metrics"].get("roc_auc"),
+                    "registered_at": str(row["registered_at"]),
+                }
+            )
     return models
 
 
@@ -102,6 +114,10 @@ def lake_status(
         "checks": check_status(instance, check_keys),
         "models": model_status(settings),
     }
+
+
+def _f(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -128,8 +144,7 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append("  none trained yet")
     for m in status["models"]:
         lines.append(
-            f"  {m['model']} {m['version']}  test roc_auc {m['roc_auc']:.3f}"
-            f" (baseline {m['baseline_roc_auc']:.3f})"
-            f"  pr_auc {m['pr_auc']:.3f}  log_loss {m['log_loss']:.3f}  {Path(m['path']).name}"
+            f"  {m['model']:<16} {m['version']}  {m['stage']:<12} test roc_auc {_f(m['roc_auc'])}"
+            f" (baseline {_f(m['baseline_roc_auc'])})  pr_auc {_f(m['pr_auc'])}  log_loss {_f(m['log_loss'])}"
         )
     return "\n".join(lines)

@@ -14,9 +14,25 @@ from ml_assets.settings import Settings, load_settings
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_lake(home: Path, players: int = 300, days: int = 45, dirty_rate: float = 0.02) -> Settings:
-    """A lake home with `days` of simulated telemetry landed."""
+# Both shipped models, with a small tuning budget so graph tests stay quick.
+TEST_SETTINGS = """
+[models.churn]
+label = "rolling"
+horizon_days = 14
+tuning_trials = 2
+
+[models.first_purchase]
+label = "first_purchase"
+horizon_days = 14
+"""
+
+
+def make_lake(
+    home: Path, players: int = 300, days: int = 45, dirty_rate: float = 0.02, settings: str = TEST_SETTINGS
+) -> Settings:
+    """A lake home with `days` of simulated telemetry landed and `settings` as its ml_assets.toml."""
     simulate(home / "landing", SimulationParams(players=players, days=days, seed=11, dirty_rate=dirty_rate))
+    (home / "ml_assets.toml").write_text(settings)
     return load_settings(home)
 
 

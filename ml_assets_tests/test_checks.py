@@ -23,14 +23,17 @@ def tables(tmp_path_factory) -> dict[str, pl.DataFrame]:
     result = clean_events(raw.lazy(), 3)
     features = player_features(result.clean.lazy(), date(2025, 1, 1), date(2025, 1, 20)).collect()
     predictions = features.select("player_id", "snapshot_date").with_columns(
-        churn_probability=pl.lit(0.3), model_version=pl.lit("abc")
+        probability=pl.lit(0.3),
+        model_version=pl.lit("abc"),
+        reason_1=pl.lit("recency_days"),
+        reason_1_contribution=pl.lit(0.2),
     )
     return {
         "raw": raw,
         "clean": result.clean,
         "quarantined": result.quarantined,
         "features": features,
-        "training": features.with_columns(churned=pl.lit(True)),
+        "training": features.with_columns(label=pl.lit(True), split_date=pl.col("snapshot_date")),
         "predictions": predictions,
     }
 
@@ -40,8 +43,11 @@ BREAKS = {
     "clean": (schemas.CleanEvents, lambda f: pl.concat([f, f.head(2)])),  # duplicate event ids
     "quarantined": (schemas.QuarantinedEvents, lambda f: f.with_columns(reason=pl.lit("because"))),
     "features": (schemas.PlayerFeatures, lambda f: f.with_columns(events_7d=pl.lit(-1, pl.Int32))),
-    "training": (schemas.TrainingSet, lambda f: f.drop("churned")),
-    "predictions": (schemas.ChurnPredictions, lambda f: f.with_columns(churn_probability=pl.lit(1.5))),
+    "training": (
+        schemas.TrainingSet,
+        lambda f: f.with_columns(split_date=pl.col("snapshot_date") + pl.duration(days=1)),
+    ),
+    "predictions": (schemas.Predictions, lambda f: f.with_columns(probability=pl.lit(1.5))),
 }
 
 
@@ -83,5 +89,5 @@ def test_a_failing_blocking_check_stops_downstream_assets(small_lake, instance, 
     assert not result.success
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "player_features" in materialized
-    assert "training_set" not in materialized and "churn_predictions" not in materialized
+    assert "churn_training_set" not in materialized and "churn_predictions" not in materialized
     assert read_table(small_lake, "player_features")["events_7d"].min() == -5

@@ -34,9 +34,11 @@ EXPECTED_ASSETS = {
     "clean_events",
     "quarantined_events",
     "player_features",
-    "training_set",
-    "churn_model",
-    "churn_predictions",
+    *[
+        f"{m}_{part}"
+        for m in ("churn", "first_purchase")
+        for part in ("training_set", "model", "production_model", "predictions")
+    ],
 }
 DAYS = [date(2025, 3, 1), date(2025, 3, 2), date(2025, 3, 3)]
 START_TIMEOUT_S = 90.0

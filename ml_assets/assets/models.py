@@ -1,112 +1,272 @@
-"""training_set, churn_model and churn_predictions."""
+"""The asset factory of a model spec: NAME_training_set, NAME_model, NAME_production_model, NAME_predictions
+(all flat keys, one group per model)."""
 
+import math
 from collections.abc import Iterator
+from datetime import datetime
 
 import dagster as dg
 import polars as pl
+from deltalake import DeltaTable
 
 from ml_assets.checks import schema_check_result, schema_check_spec
-from ml_assets.core.labels import LABEL, build_training_set
-from ml_assets.core.training import TrainedModel, score, train_churn_model
+from ml_assets.core.evaluation import calibration_table
+from ml_assets.core.experiments import ExperimentRun, code_version, record_run
+from ml_assets.core.labels import LABEL, SPLIT, build_training_set, scoring_rows
+from ml_assets.core.plots import calibration_png, importance_png, markdown_image, pr_png, roc_png
+from ml_assets.core.registry import GateDecision, gate
+from ml_assets.core.spec import ModelSpec
+from ml_assets.core.training import (
+    TrainedModel,
+    evaluate_on,
+    load_model,
+    predict,
+    score,
+    test_rows,
+    train_model,
+)
 from ml_assets.resources import LakeResource
-from ml_assets.schemas import ChurnPredictions, TrainingSet
+from ml_assets.schemas import Predictions, TrainingSet
 
 MODEL_IO = "model_io_manager"
+UPSTREAM_TABLES = ("clean_events", "player_features")
 
 
-def _metrics_table(metrics: dict[str, float], baseline: dict[str, float]) -> str:
-    rows = [
-        f"| {k} | {v:.4f} | {baseline[k]:.4f} |" if k in baseline else f"| {k} | {v:.4f} | |"
-        for k, v in metrics.items()
-    ]
-    return "\n".join(["| metric | model (test) | recency baseline |", "|---|---|---|", *rows])
+class StageChange(dg.Config):
+    """Run config of NAME_production_model: `sync` reads the registry; promote and rollback change it."""
+
+    action: str = "sync"
+    version: str = ""
+    reason: str = ""
+    actor: str = ""
 
 
-def build_model_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    """The model-stage assets; predictions are partitioned like the features they score."""
+def _delta_version(lake: LakeResource, table: str) -> int:
+    return DeltaTable(lake.table_uri(table)).version()
+
+
+def _md_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _metrics_md(model: TrainedModel, production: dict[str, float] | None) -> str:
+    rows = []
+    for k, v in model.metrics.items():
+        base = model.baseline_metrics.get(k)
+        prod = production.get(k) if production else None
+        rows.append(
+            (
+                k,
+                f"{v:.4f}",
+                f"{base:.4f}" if base is not None else "",
+                f"{prod:.4f}" if prod is not None else "",
+            )
+        )
+    return _md_table(rows, ("metric (out-of-time test)", "candidate", "recency baseline", "production"))
+
+
+def _plots_md(model: TrainedModel, training_set: pl.DataFrame) -> str:
+    test = test_rows(model, training_set)
+    y = test[LABEL].cast(pl.Float64).to_numpy()
+    p = predict(model, test)
+    return "\n\n".join(
+        [
+            markdown_image(roc_png(y, p), "ROC curve"),
+            markdown_image(pr_png(y, p), "precision-recall curve"),
+            markdown_image(calibration_png(calibration_table(y, p)), "calibration"),
+            markdown_image(importance_png(model.importance), "feature importance (gain)"),
+        ]
+    )
+
+
+def _sane(model: TrainedModel) -> bool:
+    """The candidate's own checks: finite metrics on a test set with both classes."""
+    return all(math.isfinite(model.metrics.get(k, float("nan"))) for k in ("roc_auc", "log_loss", "brier"))
+
+
+def build_model_assets(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """The four assets of one model spec; predictions are partitioned like the features they score."""
+    n = spec.name
+    group = f"model_{n}"
 
     @dg.asset(
-        check_specs=[schema_check_spec("training_set", blocking=True)],
-        group_name="models",
+        name=f"{n}_training_set",
+        check_specs=[schema_check_spec(f"{n}_training_set", blocking=True)],
+        group_name=group,
         kinds={"polars", "delta"},
+        description=f"Point-in-time rows for {n}: {spec.label.kind} label, features as of each row's day.",
     )
     def training_set(
-        lake: LakeResource, player_features: pl.LazyFrame, clean_events: pl.LazyFrame
+        player_features: pl.LazyFrame, clean_events: pl.LazyFrame
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-        """Point-in-time rows: features as of sampled days D, label = no activity in D+1..D+horizon."""
-        settings = lake.settings()
-        frame = build_training_set(
-            player_features,
-            clean_events,
-            horizon_days=settings.churn.horizon_days,
-            every_days=int(settings.get("training", "snapshot_every_days")),
-            max_rows=int(settings.get("training", "max_rows")),
-            seed=int(settings.get("training", "seed")),
-        )
+        frame = build_training_set(spec, player_features, clean_events)
         yield dg.Output(
             frame,
             metadata={
-                "snapshot_days": frame["snapshot_date"].n_unique(),
-                "churn_rate": float(frame[LABEL].mean() or 0.0),
-                "horizon_days": settings.churn.horizon_days,
+                "split_days": frame[SPLIT].n_unique() if frame.height else 0,
+                "positive_rate": float(frame[LABEL].mean() or 0.0) if frame.height else 0.0,
+                "label": spec.label.kind,
             },
         )
-        yield schema_check_result(frame, TrainingSet, "training_set")
-
-    @dg.asset(io_manager_key=MODEL_IO, group_name="models", kinds={"lightgbm"})
-    def churn_model(
-        context: dg.AssetExecutionContext, lake: LakeResource, training_set: pl.DataFrame
-    ) -> TrainedModel:
-        """LightGBM trained out of time: older snapshots train, the latest are the test."""
-        settings = lake.settings()
-        model = train_churn_model(
-            training_set,
-            lake.model_dir("churn"),
-            name="churn",
-            horizon_days=settings.churn.horizon_days,
-            test_fraction=float(settings.get("training", "test_fraction")),
-            seed=int(settings.get("training", "seed")),
-            num_boost_round=int(settings.get("training", "num_boost_round")),
-            early_stopping_rounds=int(settings.get("training", "early_stopping_rounds")),
-        )
-        top = list(model.importance.items())[:15]
-        context.add_output_metadata(
-            {
-                "model_version": model.version,
-                "model_file": dg.MetadataValue.path(model.path),
-                "best_iteration": model.best_iteration,
-                **{f"test/{k}": float(v) for k, v in model.metrics.items()},
-                "baseline/roc_auc": float(model.baseline_metrics["roc_auc"]),
-                "metrics": dg.MetadataValue.md(_metrics_table(model.metrics, model.baseline_metrics)),
-                "importance_gain": dg.MetadataValue.md(
-                    "\n".join(["| feature | gain |", "|---|---|", *[f"| {f} | {g:.1f} |" for f, g in top]])
-                ),
-                "test_days": f"{model.split['test'][0]} .. {model.split['test'][-1]}",
-                "features": len(model.features),
-            }
-        )
-        return model
+        yield schema_check_result(frame, TrainingSet, f"{n}_training_set")
 
     @dg.asset(
+        name=f"{n}_model",
+        ins={"training_set": dg.AssetIn(f"{n}_training_set")},
+        deps=list(UPSTREAM_TABLES),
+        io_manager_key=MODEL_IO,
+        group_name=group,
+        kinds={"lightgbm"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                "beats_baseline",
+                asset=f"{n}_model",
+                description="test ROC AUC above the recency-only model's",
+            )
+        ],
+        description=f"A {n} model version: tuned, evaluated out of time, registered, gated.",
+    )
+    def model(
+        context: dg.AssetExecutionContext, lake: LakeResource, training_set: pl.DataFrame
+    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
+        inputs = {t: _delta_version(lake, t) for t in (f"{n}_training_set", *UPSTREAM_TABLES)}
+        trained = train_model(spec, training_set, lake.model_dir(n), inputs, code_version())
+        registry = lake.registry()
+        actor = f"dagster run {context.run_id}"
+        registry.register(n, trained.version, actor, "trained")
+        production = registry.current(n)
+        prod_metrics = None
+        if production == trained.version:
+            decision = GateDecision(
+                promote=False, stage="production", reason="already the production version"
+            )
+        else:
+            if production:
+                prod_model = load_model(lake.model_dir(n) / f"{production}.json")
+                prod_metrics = evaluate_on(prod_model, test_rows(trained, training_set))
+            decision = gate(
+                trained.metrics, prod_metrics, trained.baseline_metrics, _sane(trained), spec.promotion
+            )
+            registry.set_stage(n, trained.version, decision.stage, actor, decision.reason)
+        record_run(
+            lake.experiments_uri,
+            ExperimentRun(
+                run_id=f"{n}-{trained.version}",
+                model=n,
+                version=trained.version,
+                started_at=datetime.fromisoformat(trained.trained_at),
+                duration_s=trained.duration_s,
+                params=trained.params,
+                features=trained.features,
+                dropped_features=trained.dropped_features,
+                input_versions=trained.input_versions,
+                metrics=trained.metrics,
+                baseline_metrics=trained.baseline_metrics,
+                code_version=trained.code_version,
+                tuning_trials=trained.tuning_trials,
+                train_rows=trained.train_rows,
+                test_rows=trained.test_rows,
+                stage=decision.stage,
+                gate_reason=decision.reason,
+            ),
+        )
+        top = list(trained.importance.items())[:15]
+        yield dg.Output(
+            trained,
+            metadata={
+                "model_version": trained.version,
+                "stage": decision.stage,
+                "gate": decision.reason,
+                "model_file": dg.MetadataValue.path(trained.path),
+                "best_iteration": trained.best_iteration,
+                "tuning_trials": trained.tuning_trials,
+                **{f"test/{k}": float(v) for k, v in trained.metrics.items()},
+                **{f"baseline/{k}": float(v) for k, v in trained.baseline_metrics.items()},
+                "metrics": dg.MetadataValue.md(_metrics_md(trained, prod_metrics)),
+                "plots": dg.MetadataValue.md(_plots_md(trained, training_set)),
+                "importance_gain": dg.MetadataValue.md(
+                    _md_table([(f, f"{g:.1f}") for f, g in top], ("feature", "gain"))
+                ),
+                "dropped_features": dg.MetadataValue.json(trained.dropped_features),
+                "input_delta_versions": dg.MetadataValue.json(trained.input_versions),
+                "test_days": f"{trained.split['test'][0]} .. {trained.split['test'][-1]}",
+                "features": len(trained.features),
+            },
+        )
+        auc, base = trained.metrics["roc_auc"], trained.baseline_metrics["roc_auc"]
+        yield dg.AssetCheckResult(
+            check_name="beats_baseline",
+            asset_key=f"{n}_model",
+            passed=bool(auc > base),
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"roc_auc": float(auc), "baseline_roc_auc": float(base)},
+        )
+
+    @dg.asset(
+        name=f"{n}_production_model",
+        ins={"candidate": dg.AssetIn(f"{n}_model")},
+        io_manager_key=MODEL_IO,
+        # no production version yet: no output, so the predictions are skipped rather than failed
+        output_required=False,
+        group_name=group,
+        kinds={"lightgbm"},
+        description=f"The {n} version that serves: set by the gate, by promote and by rollback.",
+    )
+    def production_model(
+        context: dg.AssetExecutionContext, config: StageChange, lake: LakeResource, candidate: TrainedModel
+    ) -> Iterator[dg.Output]:
+        registry = lake.registry()
+        actor = config.actor or f"dagster run {context.run_id}"
+        if config.action == "promote":
+            registry.set_stage(
+                n, config.version or candidate.version, "production", actor, config.reason or "promoted"
+            )
+        elif config.action == "rollback":
+            registry.rollback(n, actor, config.reason or "rolled back")
+        elif config.action != "sync":
+            raise ValueError(f"action must be sync, promote or rollback, not {config.action!r}")
+        version = registry.current(n)
+        if version is None:
+            context.log.warning(
+                f"{n}: no production version yet, so no predictions; candidate {candidate.version} is in "
+                f"{registry.stage_of(n, candidate.version)}. Promote it with `ml-assets models promote {n} "
+                f"{candidate.version}` or train a better one."
+            )
+            return
+        served = load_model(lake.model_dir(n) / f"{version}.json")
+        yield dg.Output(
+            served,
+            metadata={
+                "model_version": served.version,
+                "candidate_version": candidate.version,
+                **{f"test/{k}": float(v) for k, v in served.metrics.items()},
+                "trained_at": served.trained_at,
+            },
+        )
+
+    @dg.asset(
+        name=f"{n}_predictions",
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
+        ins={"player_features": dg.AssetIn(), "production_model": dg.AssetIn(f"{n}_production_model")},
         metadata={"partition_expr": "snapshot_date"},
-        check_specs=[schema_check_spec("churn_predictions", blocking=False)],
-        group_name="models",
+        check_specs=[schema_check_spec(f"{n}_predictions", blocking=False)],
+        group_name=group,
         kinds={"polars", "delta"},
+        description=f"{n} probability per player and day, by the production version, with its top 3 reasons.",
     )
-    def churn_predictions(
-        player_features: pl.DataFrame, churn_model: TrainedModel
+    def predictions(
+        player_features: pl.DataFrame, production_model: TrainedModel
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-        """Churn probability per player and snapshot day, scored by the declared model input."""
-        scored = score(player_features, churn_model)
+        scored = score(scoring_rows(spec, player_features), production_model)
         yield dg.Output(
             scored,
             metadata={
-                "model_version": churn_model.version,
-                "mean_probability": float(scored["churn_probability"].mean() or 0.0),
+                "model_version": production_model.version,
+                "mean_probability": float(scored["probability"].mean() or 0.0) if scored.height else 0.0,
             },
         )
-        yield schema_check_result(scored, ChurnPredictions, "churn_predictions")
+        yield schema_check_result(scored, Predictions, f"{n}_predictions")
 
-    return [training_set, churn_model, churn_predictions]
+    return [training_set, model, production_model, predictions]

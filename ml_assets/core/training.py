@@ -1,13 +1,19 @@
-"""LightGBM churn training with an out-of-time split, and scoring with a trained model."""
+"""LightGBM training for a model spec: out-of-time split, feature selection, tuning, honest evaluation.
+
+A version is named by what went in (the spec, the Delta versions of its inputs, the code version),
+so training again on the same inputs finds that version's files and returns it unchanged.
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,30 +21,38 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
+from ml_assets.core.evaluation import calibration_table, evaluate
 from ml_assets.core.features import ATTRIBUTES, KEY
-from ml_assets.core.labels import LABEL
-from ml_assets.core.metrics import classification_report, roc_auc
+from ml_assets.core.labels import LABEL, SPLIT
+from ml_assets.core.selection import select_features
+from ml_assets.core.spec import ModelSpec
+from ml_assets.core.tuning import tune
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "binary",
-    "learning_rate": 0.05,
-    "num_leaves": 31,
+    # Shallow trees: every prediction is explained with TreeSHAP (pred_contrib), whose cost per row
+    # grows with leaves x depth^2; depth 4 matched depth-unlimited 31-leaf trees on the simulator's
+    # test AUC (0.772 vs 0.765) at 1/20 of the explanation cost.
+    "learning_rate": 0.15,
+    "num_leaves": 15,
+    "max_depth": 4,
     "min_data_in_leaf": 40,
     "feature_fraction": 0.9,
     "bagging_fraction": 0.8,
     "bagging_freq": 1,
     "lambda_l2": 1.0,
     "verbose": -1,
-    # same inputs, same trees: the version hash of a retrain on unchanged data stays the same
+    # same inputs, same trees: a retrain on unchanged data reproduces the model exactly
     "deterministic": True,
     "force_row_wise": True,
     "num_threads": 2,
 }
+BASELINE_FEATURE = "recency_days"
 
 
 @dataclass(frozen=True)
 class OutOfTimeSplit:
-    """Snapshot days of each part; the test days are the latest, after a gap as long as the label horizon."""
+    """Split days of each part: test is the latest, after a gap as long as the label looks ahead."""
 
     train: list[date]
     valid: list[date]
@@ -47,31 +61,58 @@ class OutOfTimeSplit:
 
 @dataclass(frozen=True)
 class TrainedModel:
-    """A trained model file and what is needed to score with it and to judge it."""
+    """A trained model version: its file, how to score with it, and how it did."""
 
     name: str
     version: str
     path: str
     features: list[str]
     categories: dict[str, list[str]]
-    horizon_days: int
     best_iteration: int
+    params: dict[str, Any]
     metrics: dict[str, float]
     baseline_metrics: dict[str, float]
+    calibration: list[dict[str, float]]
     split: dict[str, list[str]]
-    importance: dict[str, float] = field(default_factory=dict)
+    importance: dict[str, float]
+    dropped_features: dict[str, str]
+    input_versions: dict[str, int]
+    code_version: str
+    spec: dict[str, Any]
+    train_rows: int
+    test_rows: int
+    tuning_trials: int
+    trained_at: str
+    duration_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def booster(self) -> lgb.Booster:
         """The LightGBM booster, read from the model file."""
         return lgb.Booster(model_file=self.path)
 
+    def card_path(self) -> Path:
+        return Path(self.path).with_suffix(".json")
+
+
+def model_version(spec: ModelSpec, input_versions: dict[str, int], code_version: str) -> str:
+    """The version a training on these inputs produces: a hash of spec, input Delta versions and code."""
+    payload = json.dumps(
+        {"spec": spec.as_dict(), "inputs": input_versions, "code": code_version}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def load_model(card: Path) -> TrainedModel:
+    """A trained model from its JSON card (written beside the model file)."""
+    return TrainedModel(**json.loads(card.read_text()))
+
 
 def split_out_of_time(
     days: list[date], test_fraction: float, gap_days: int, valid_fraction: float = 0.2
 ) -> OutOfTimeSplit:
-    """Latest `test_fraction` of snapshot days as test; train and validation only from days whose
-    label window (D+1..D+gap) ends before the first test day. Validation is the latest share of those,
-    used for early stopping. Raises when too few days are left for any part."""
+    """Latest `test_fraction` of split days as test; train and validation only from days whose labels
+    (which look `gap_days` ahead) end before the first test day. Validation is the latest share of
+    those, used for early stopping and tuning. Raises when too few days are left for any part."""
     ordered = sorted(set(days))
     n_test = max(1, int(np.ceil(len(ordered) * test_fraction)))
     test = ordered[-n_test:]
@@ -79,16 +120,19 @@ def split_out_of_time(
     n_valid = max(1, int(np.ceil(len(before) * valid_fraction)))
     if len(before) <= n_valid:
         raise ValueError(
-            f"out-of-time split needs more snapshot days: {len(ordered)} days, {len(test)} for test, "
+            f"out-of-time split needs more days: {len(ordered)} split days, {len(test)} for test, "
             f"{len(before)} before the {gap_days}-day gap (need at least {n_valid + 1}); "
             "simulate or ingest more days, or sample snapshots more often"
         )
     return OutOfTimeSplit(train=before[:-n_valid], valid=before[-n_valid:], test=test)
 
 
-def feature_columns(frame: pl.DataFrame) -> list[str]:
-    """Model inputs: every column but the keys and the label."""
-    return [c for c in frame.columns if c not in (*KEY, LABEL)]
+def candidate_features(frame: pl.DataFrame, spec: ModelSpec) -> list[str]:
+    """Feature columns the spec allows: every non-key, non-label column, filtered by include/exclude globs."""
+    columns = [c for c in frame.columns if c not in (*KEY, LABEL, SPLIT)]
+    if spec.include:
+        columns = [c for c in columns if any(fnmatch.fnmatch(c, g) for g in spec.include)]
+    return [c for c in columns if not any(fnmatch.fnmatch(c, g) for g in spec.exclude)]
 
 
 def to_matrix(frame: pl.DataFrame, features: list[str], categories: dict[str, list[str]]) -> np.ndarray:
@@ -105,103 +149,213 @@ def to_matrix(frame: pl.DataFrame, features: list[str], categories: dict[str, li
     return frame.select(exprs).to_numpy().astype(np.float32, copy=False)
 
 
-def _save_atomic(booster: lgb.Booster, out_dir: Path) -> tuple[str, Path]:
-    text = booster.model_to_string()
-    version = hashlib.sha256(text.encode()).hexdigest()[:12]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{version}.txt"
-    if not target.exists():
-        fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    return version, target
+def _datasets(
+    parts: dict[str, pl.DataFrame], features: list[str], categories: dict[str, list[str]]
+) -> tuple[lgb.Dataset, lgb.Dataset]:
+    cat_idx = [features.index(c) for c in categories if c in features]
 
-
-def train_churn_model(
-    training_set: pl.DataFrame,
-    out_dir: Path,
-    name: str = "churn",
-    horizon_days: int = 14,
-    test_fraction: float = 0.2,
-    seed: int = 42,
-    num_boost_round: int = 400,
-    early_stopping_rounds: int = 30,
-    params: dict[str, Any] | None = None,
-) -> TrainedModel:
-    """Train on the older snapshots, stop early on validation, report metrics on the latest ones.
-
-    The model file is named by a hash of its content, so retraining on the same data yields the
-    same version. Metrics come with a recency-only baseline on the same test rows.
-    """
-    labels = training_set[LABEL]
-    if training_set.height == 0 or labels.n_unique() < 2:
-        raise ValueError(
-            f"training set has {training_set.height} rows and labels {sorted(labels.unique().to_list())}: "
-            "need both churned and retained players to train"
-        )
-    split = split_out_of_time(training_set["snapshot_date"].unique().to_list(), test_fraction, horizon_days)
-    features = feature_columns(training_set)
-    categories = {
-        c: sorted(training_set[c].drop_nulls().unique().to_list()) for c in features if c in ATTRIBUTES
-    }
-    parts = {k: training_set.filter(pl.col("snapshot_date").is_in(v)) for k, v in asdict(split).items()}
-    cat_idx = [features.index(c) for c in categories]
-    datasets = {
-        k: lgb.Dataset(
-            to_matrix(parts[k], features, categories),
-            label=parts[k][LABEL].cast(pl.Float32).to_numpy(),
+    def dataset(part: pl.DataFrame, reference: lgb.Dataset | None = None) -> lgb.Dataset:
+        return lgb.Dataset(
+            to_matrix(part, features, categories),
+            label=part[LABEL].cast(pl.Float32).to_numpy(),
             feature_name=features,
             categorical_feature=cat_idx,
+            reference=reference,
             free_raw_data=False,
         )
-        for k in ("train", "valid")
-    }
-    datasets["valid"].reference = datasets["train"]
-    booster = lgb.train(
-        {**DEFAULT_PARAMS, **(params or {}), "seed": seed},
-        datasets["train"],
-        num_boost_round=num_boost_round,
-        valid_sets=[datasets["valid"]],
-        callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)],
+
+    train = dataset(parts["train"])
+    return train, dataset(parts["valid"], train)
+
+
+def _fit(
+    parts: dict[str, pl.DataFrame],
+    features: list[str],
+    categories: dict[str, list[str]],
+    params: dict[str, Any],
+    spec: ModelSpec,
+) -> lgb.Booster:
+    train, valid = _datasets(parts, features, categories)
+    return lgb.train(
+        params,
+        train,
+        num_boost_round=spec.num_boost_round,
+        valid_sets=[valid],
+        callbacks=[lgb.early_stopping(spec.early_stopping_rounds, verbose=False)],
     )
+
+
+def _predict(
+    booster: lgb.Booster, frame: pl.DataFrame, features: list[str], categories: dict[str, list[str]]
+) -> np.ndarray:
+    return np.asarray(
+        booster.predict(to_matrix(frame, features, categories), num_iteration=booster.best_iteration)
+    )
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def train_model(
+    spec: ModelSpec,
+    training_set: pl.DataFrame,
+    out_dir: Path,
+    input_versions: dict[str, int] | None = None,
+    code_version: str = "",
+) -> TrainedModel:
+    """Train (or find, when these inputs were trained before) one version of `spec`'s model.
+
+    Older split days train, the next ones stop early and tune, the latest are the test, after a gap
+    as long as the label's look-ahead. Features the spec allows are pruned of constant, empty and
+    duplicate columns, then of columns the model never used. Test metrics come with those of a
+    recency-only model on the same rows and a calibration table.
+    """
+    input_versions = input_versions or {}
+    if training_set.height == 0 or training_set[LABEL].n_unique() < 2:
+        classes = sorted(training_set[LABEL].unique().to_list()) if training_set.height else []
+        raise ValueError(
+            f"{spec.name}: training set has {training_set.height} rows and label values {classes}: "
+            "need rows of both classes to train (more days of data, or a different horizon)"
+        )
+    version = model_version(spec, input_versions, code_version)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    card = out_dir / f"{version}.json"
+    if card.exists():
+        return load_model(card)
+
+    started = time.perf_counter()
+    split = split_out_of_time(training_set[SPLIT].unique().to_list(), spec.test_fraction, spec.label.gap_days)
+    parts = {k: training_set.filter(pl.col(SPLIT).is_in(v)) for k, v in asdict(split).items()}
+    for name, part in parts.items():
+        if part[LABEL].n_unique() < 2:
+            raise ValueError(f"{spec.name}: the {name} days {getattr(split, name)} hold one label class only")
+    allowed = candidate_features(training_set, spec)
+    if not allowed:
+        raise ValueError(f"{spec.name}: include/exclude leave no features (columns: {training_set.columns})")
+    selection = select_features(parts["train"], allowed, label=LABEL)
+    features = selection.kept
+    dropped = dict(selection.dropped)
+    categories = {
+        c: sorted(parts["train"][c].drop_nulls().unique().to_list()) for c in features if c in ATTRIBUTES
+    }
+
+    params = {**DEFAULT_PARAMS, **spec.params, "seed": spec.seed}
+    trials = 0
+    if spec.tuning.trials > 0:
+        train_ds, valid_ds = _datasets(parts, features, categories)
+        tuned = tune(
+            train_ds,
+            valid_ds,
+            params,
+            trials=spec.tuning.trials,
+            timeout_s=spec.tuning.timeout_s,
+            seed=spec.seed,
+            num_boost_round=spec.num_boost_round,
+            early_stopping_rounds=spec.early_stopping_rounds,
+        )
+        params, trials = tuned.params, tuned.trials_run
+    booster = _fit(parts, features, categories, params, spec)
+    gain = dict(
+        zip(features, booster.feature_importance("gain", iteration=booster.best_iteration), strict=True)
+    )
+    unused = [f for f, g in gain.items() if g <= 0]
+    if unused and len(unused) < len(features):
+        dropped.update({f: "no_importance" for f in unused})
+        features = [f for f in features if f not in unused]
+        categories = {c: v for c, v in categories.items() if c in features}
+        booster = _fit(parts, features, categories, params, spec)
+        gain = dict(
+            zip(features, booster.feature_importance("gain", iteration=booster.best_iteration), strict=True)
+        )
+
     test = parts["test"]
     y = test[LABEL].cast(pl.Float64).to_numpy()
-    p = booster.predict(to_matrix(test, features, categories), num_iteration=booster.best_iteration)
-    metrics = classification_report(y, p)
-    baseline = {"roc_auc": roc_auc(y, test["recency_days"].cast(pl.Float64).fill_null(1e9).to_numpy())}
-    version, path = _save_atomic(booster, out_dir)
-    gain = booster.feature_importance("gain", iteration=booster.best_iteration)
-    importance = {f: float(g) for f, g in sorted(zip(features, gain, strict=True), key=lambda x: -x[1])}
+    p = _predict(booster, test, features, categories)
+    baseline = (
+        _fit(parts, [BASELINE_FEATURE], {}, params, spec)
+        if BASELINE_FEATURE in training_set.columns
+        else None
+    )
+    p_base = (
+        _predict(baseline, test, [BASELINE_FEATURE], {}) if baseline else np.full(len(y), float(y.mean()))
+    )
+
+    model_path = out_dir / f"{version}.txt"
+    _write_atomic(model_path, booster.model_to_string())
     model = TrainedModel(
-        name=name,
+        name=spec.name,
         version=version,
-        path=str(path),
+        path=str(model_path),
         features=features,
         categories=categories,
-        horizon_days=horizon_days,
         best_iteration=int(booster.best_iteration or booster.current_iteration()),
-        metrics=metrics,
-        baseline_metrics=baseline,
+        params=params,
+        metrics=evaluate(y, p),
+        baseline_metrics=evaluate(y, p_base),
+        calibration=calibration_table(y, p).to_dicts(),
         split={k: [d.isoformat() for d in v] for k, v in asdict(split).items()},
-        importance=importance,
+        importance=dict(sorted(gain.items(), key=lambda kv: -kv[1])),
+        dropped_features=dropped,
+        input_versions=input_versions,
+        code_version=code_version,
+        spec=spec.as_dict(),
+        train_rows=parts["train"].height,
+        test_rows=test.height,
+        tuning_trials=trials,
+        trained_at=datetime.now(UTC).isoformat(),
+        duration_s=time.perf_counter() - started,
     )
-    card = out_dir / f"{version}.json"
-    card.write_text(json.dumps(asdict(model), indent=2, sort_keys=True))
+    # the card last: its presence is what marks a version as complete
+    _write_atomic(card, json.dumps(asdict(model), indent=2, sort_keys=True, default=str))
     return model
 
 
-def score(features: pl.DataFrame, model: TrainedModel) -> pl.DataFrame:
-    """Churn probability for each (player, snapshot) row, with the model version that produced it."""
+def test_rows(model: TrainedModel, training_set: pl.DataFrame) -> pl.DataFrame:
+    """The rows of `training_set` that were `model`'s out-of-time test."""
+    days = [date.fromisoformat(d) for d in model.split["test"]]
+    return training_set.filter(pl.col(SPLIT).is_in(days))
+
+
+def predict(model: TrainedModel, frame: pl.DataFrame) -> np.ndarray:
+    """Probabilities of the positive label for each row of `frame`."""
+    return _predict(model.booster(), frame, model.features, model.categories)
+
+
+def evaluate_on(model: TrainedModel, frame: pl.DataFrame) -> dict[str, float]:
+    """`model`'s metrics on labelled rows (e.g. another version's test rows, for a fair comparison)."""
+    return evaluate(frame[LABEL].cast(pl.Float64).to_numpy(), predict(model, frame))
+
+
+def score(features: pl.DataFrame, model: TrainedModel, reasons: int = 3) -> pl.DataFrame:
+    """Probability per (player, snapshot) row with the model version and its top `reasons` features.
+
+    Reasons come from LightGBM's own SHAP values (`pred_contrib`): the features that pushed this
+    row's score up the most, with their contributions in log-odds.
+    """
     booster = model.booster()
-    p = (
-        booster.predict(
-            to_matrix(features, model.features, model.categories), num_iteration=model.best_iteration
+    if features.height == 0:
+        p = np.empty(0)
+        contrib = np.empty((0, len(model.features) + 1))
+    else:
+        x = to_matrix(features, model.features, model.categories)
+        p = np.asarray(booster.predict(x, num_iteration=model.best_iteration))
+        contrib = np.asarray(booster.predict(x, num_iteration=model.best_iteration, pred_contrib=True))
+    shap = contrib[:, :-1]  # the last column is the expected value
+    k = min(reasons, shap.shape[1])
+    top = np.argsort(-shap, axis=1, kind="stable")[:, :k]
+    names = np.asarray(model.features, dtype=object)
+    columns: dict[str, Any] = {
+        "probability": pl.Series(p, dtype=pl.Float64),
+        "model_version": pl.lit(model.version),
+    }
+    for i in range(k):
+        idx = top[:, i] if len(p) else np.empty(0, dtype=int)
+        columns[f"reason_{i + 1}"] = pl.Series(names[idx] if len(p) else [], dtype=pl.String)
+        columns[f"reason_{i + 1}_contribution"] = pl.Series(
+            np.take_along_axis(shap, top[:, i : i + 1], axis=1)[:, 0] if len(p) else [], dtype=pl.Float64
         )
-        if features.height
-        else np.empty(0)
-    )
-    return features.select(KEY).with_columns(
-        churn_probability=pl.Series(p, dtype=pl.Float64),
-        model_version=pl.lit(model.version),
-    )
+    return features.select(KEY).with_columns(**columns)

@@ -56,7 +56,10 @@ def test_settings_defaults_and_unknown_keys(tmp_path):
     )
     settings = load_settings(tmp_path)
     assert settings.get("cleaning", "watermark_days") == 5
-    assert settings.churn.horizon_days == 7
+    assert settings.spec("churn").label.horizon_days == 7
     (tmp_path / "ml_assets.toml").write_text("[cleaning]\nwatermark = 5\n")
     with pytest.raises(ValueError, match="cleaning.watermark"):
+        load_settings(tmp_path)
+    (tmp_path / "ml_assets.toml").write_text("[models.churn]\nhorizon = 5\n")
+    with pytest.raises(ValueError, match=r"models.churn.*horizon"):
         load_settings(tmp_path)
