@@ -38,7 +38,35 @@ def schema_check_result(
 ) -> dg.AssetCheckResult:
     """Run `model` over `frame` and report the outcome the way the Dagster UI shows checks."""
     passed, cases = validate_frame(frame, model)
-    metadata: dict[str, dg.RawMetadataValue] = {"rows_checked": frame.height, "schema": model.__name__}
+    return _result(model, frame.height, passed, cases, asset)
+
+
+class ChunkedSchemaCheck:
+    """Validates each piece of a chunked output as it is written; `result()` reports them as one check.
+
+    Rules across rows (uniqueness per player and day) hold per piece because pieces never share a day.
+    """
+
+    def __init__(self, model: type[pa.DataFrameModel], asset: str) -> None:
+        self.model, self.asset = model, asset
+        self.rows, self.cases = 0, []
+
+    def __call__(self, piece: pl.DataFrame) -> None:
+        passed, cases = validate_frame(piece, self.model)
+        self.rows += piece.height
+        if not passed:
+            self.cases.append(cases.cast(pl.String))
+
+    def result(self) -> dg.AssetCheckResult:
+        """The check's outcome over every piece seen."""
+        cases = pl.concat(self.cases, how="diagonal") if self.cases else pl.DataFrame()
+        return _result(self.model, self.rows, not self.cases, cases, self.asset)
+
+
+def _result(
+    model: type[pa.DataFrameModel], rows: int, passed: bool, cases: pl.DataFrame, asset: str | None
+) -> dg.AssetCheckResult:
+    metadata: dict[str, dg.RawMetadataValue] = {"rows_checked": rows, "schema": model.__name__}
     if not passed:
         by_check = cases.group_by([c for c in ("column", "check") if c in cases.columns]).len()
         metadata["failure_count"] = cases.height

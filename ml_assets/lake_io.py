@@ -9,14 +9,54 @@ the previous table version and a rerun replaces the window instead of appending 
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import dagster as dg
 import polars as pl
-from deltalake import DeltaTable
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 PARTITION_EXPR = "partition_expr"
+
+
+@dataclass
+class FrameChunks:
+    """A table produced in pieces (e.g. a few days at a time) so it never sits in memory whole.
+
+    The IO manager streams the pieces into ONE Delta transaction: readers see the old table or the
+    new one, never a half-written window. `on_chunk` sees each piece as it passes (for checks).
+    """
+
+    chunks: Iterable[pl.DataFrame]
+    on_chunk: Callable[[pl.DataFrame], None] | None = None
+    rows: int = field(default=0, init=False)
+    schema: pl.Schema | None = field(default=None, init=False)
+
+    def stream(
+        self, check: Callable[[pl.DataFrame], None]
+    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]] | None:
+        """Arrow schema and batches of every piece, each cast to the first's schema; None when no pieces."""
+        pieces = iter(self.chunks)
+        first = next(pieces, None)
+        if first is None:
+            return None
+        self.schema = first.schema
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for piece in itertools.chain([first], pieces):
+                piece = piece.select(list(first.schema)).cast(dict(first.schema))
+                check(piece)
+                if self.on_chunk:
+                    self.on_chunk(piece)
+                self.rows += piece.height
+                yield from piece.to_arrow().to_batches()
+
+        return first.to_arrow().schema, batches()
 
 
 def table_uri(root_uri: str, key: dg.AssetKey) -> str:
@@ -37,6 +77,17 @@ def table_metadata(frame: pl.DataFrame, uri: str, version: int | None) -> dict[s
     return meta
 
 
+def _refuse_outside(
+    context: dg.OutputContext, frame: pl.DataFrame, column: str, start: date, end: date
+) -> None:
+    outside = frame.filter(~pl.col(column).is_between(start, end, closed="left")).height
+    if outside:
+        raise ValueError(
+            f"{context.asset_key.to_user_string()}: {outside} rows have {column} outside the "
+            f"partition window [{start}, {end}); refusing to write them"
+        )
+
+
 class DeltaLakeIOManager(dg.ConfigurableIOManager):
     """Polars frames in, Delta tables out, one table per asset under `root_uri`."""
 
@@ -46,22 +97,19 @@ class DeltaLakeIOManager(dg.ConfigurableIOManager):
     def _options(self) -> dict[str, str] | None:
         return self.storage_options or None
 
-    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | pl.LazyFrame | None) -> None:
+    def handle_output(
+        self, context: dg.OutputContext, obj: pl.DataFrame | pl.LazyFrame | FrameChunks | None
+    ) -> None:
         if obj is None:
+            return
+        if isinstance(obj, FrameChunks):
+            self._write_chunks(context, obj)
             return
         frame = obj.collect() if isinstance(obj, pl.LazyFrame) else obj
         uri = table_uri(self.root_uri, context.asset_key)
         if context.has_asset_partitions:
-            column = context.definition_metadata[PARTITION_EXPR]
-            window = context.asset_partitions_time_window
-            start, end = window.start.date(), window.end.date()
-            outside = frame.filter(~pl.col(column).is_between(start, end, closed="left")).height
-            if outside:
-                raise ValueError(
-                    f"{context.asset_key.to_user_string()}: {outside} rows have {column} outside the "
-                    f"partition window [{start}, {end}); refusing to write them"
-                )
-            predicate = f"{column} >= '{start.isoformat()}' AND {column} < '{end.isoformat()}'"
+            column, start, end, predicate = self._window(context)
+            _refuse_outside(context, frame, column, start, end)
             version = self._replace_window(frame, uri, column, predicate)
         else:
             frame.write_delta(
@@ -72,6 +120,53 @@ class DeltaLakeIOManager(dg.ConfigurableIOManager):
             )
             version = DeltaTable(uri, storage_options=self._options()).version()
         context.add_output_metadata(table_metadata(frame, uri, version))
+
+    @staticmethod
+    def _window(context: dg.OutputContext) -> tuple[str, date, date, str]:
+        column = context.definition_metadata[PARTITION_EXPR]
+        window = context.asset_partitions_time_window
+        start, end = window.start.date(), window.end.date()
+        return column, start, end, f"{column} >= '{start.isoformat()}' AND {column} < '{end.isoformat()}'"
+
+    def _write_chunks(self, context: dg.OutputContext, obj: FrameChunks) -> None:
+        uri = table_uri(self.root_uri, context.asset_key)
+        if not context.has_asset_partitions:
+            raise ValueError(
+                f"{context.asset_key.to_user_string()}: chunked outputs are for partitioned tables"
+            )
+        column, start, end, predicate = self._window(context)
+        streamed = obj.stream(lambda piece: _refuse_outside(context, piece, column, start, end))
+        exists = self._exists(uri)
+        if streamed is None:
+            if exists:  # nothing for this window any more: the rerun still replaces what was there
+                DeltaTable(uri, storage_options=self._options()).delete(predicate)
+            context.add_output_metadata({"dagster/row_count": 0})
+            return
+        schema, batches = streamed
+        reader = pa.RecordBatchReader.from_batches(schema, batches)
+        if exists:
+            write_deltalake(
+                uri,
+                reader,
+                mode="overwrite",
+                predicate=predicate,
+                schema_mode="merge",
+                storage_options=self._options(),
+            )
+        else:
+            write_deltalake(
+                uri, reader, mode="append", partition_by=[column], storage_options=self._options()
+            )
+        version = DeltaTable(uri, storage_options=self._options()).version()
+        empty = pl.DataFrame(schema=obj.schema)
+        context.add_output_metadata({**table_metadata(empty, uri, version), "dagster/row_count": obj.rows})
+
+    def _exists(self, uri: str) -> bool:
+        try:
+            DeltaTable(uri, storage_options=self._options())
+        except TableNotFoundError:
+            return False
+        return True
 
     def _replace_window(self, frame: pl.DataFrame, uri: str, column: str, predicate: str) -> int:
         try:

@@ -24,3 +24,13 @@ def daily_partitions(window: DataWindow | None) -> dg.DailyPartitionsDefinition:
 def window_days(start: datetime, end: datetime) -> tuple[date, date]:
     """A partition time window [start, end) as its first and last day, both inclusive."""
     return start.date(), (end - timedelta(days=1)).date()
+
+
+def day_chunks(first: date, last: date, days: int) -> list[tuple[date, date]]:
+    """[first, last] cut into consecutive inclusive ranges of at most `days` days."""
+    out = []
+    while first <= last:
+        end = min(last, first + timedelta(days=days - 1))
+        out.append((first, end))
+        first = end + timedelta(days=1)
+    return out

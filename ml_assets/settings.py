@@ -29,6 +29,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "features": {
         "windows": [1, 7, 28],  # trailing windows in days, inclusive of the snapshot day
         "max_event_types": 40,  # generic features for at most this many event types (most frequent first)
+        "chunk_days": 7,  # snapshot days computed and written per piece: bounds memory on long backfills
     },
     # defaults for every model; a [models.NAME] table can set any of these for itself
     "training": {

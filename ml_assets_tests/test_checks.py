@@ -76,12 +76,13 @@ def test_clean_event_date_must_match_time(tables):
 
 
 def test_a_failing_blocking_check_stops_downstream_assets(small_lake, instance, monkeypatch):
-    real = feature_assets.build_features
+    real = feature_assets.build_feature_chunks
 
-    def broken(*args, **kwargs) -> pl.LazyFrame:
-        return real(*args, **kwargs).with_columns(events_7d=pl.lit(-5, pl.Int32))
+    def broken(*args, **kwargs):
+        for piece in real(*args, **kwargs):
+            yield piece.with_columns(events_7d=pl.lit(-5, pl.Int32))
 
-    monkeypatch.setattr(feature_assets, "build_features", broken)
+    monkeypatch.setattr(feature_assets, "build_feature_chunks", broken)
     result = run_graph(small_lake, instance, "2025-01-01", "2025-02-14")
     checks = check_results(result)
     assert checks["player_features:schema"] is False

@@ -5,15 +5,17 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
-from ml_assets.checks import schema_check_result, schema_check_spec
+from ml_assets.checks import ChunkedSchemaCheck, schema_check_result, schema_check_spec
 from ml_assets.core.events import clean_events as split_clean
 from ml_assets.core.events import reason_counts
 from ml_assets.core.landing import list_batches, scan_landing
+from ml_assets.lake_io import FrameChunks
 from ml_assets.partitions import window_days
 from ml_assets.resources import LakeResource
 from ml_assets.schemas import CleanEvents, QuarantinedEvents, RawEvents
 
 SINGLE_RUN = dg.BackfillPolicy.single_run()
+BATCH_ROWS = 500_000
 
 
 def build_event_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -33,20 +35,15 @@ def build_event_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         """Landed rows as received, by the day they belong to (event day, else delivery day)."""
         first, last = window_days(*context.partition_time_window)
         landing = lake.landing_dir
-        rows = (
-            scan_landing(landing)
-            .filter(pl.col("partition_date").is_between(first, last))
-            .sort("partition_date", "batch_id", "event_id")
-            .collect()
-        )
+        rows = scan_landing(landing).filter(pl.col("partition_date").is_between(first, last))
+        check = ChunkedSchemaCheck(RawEvents, "raw_events")
+        # streamed in batches: a long backfill never holds every landed row at once
+        batches = rows.collect_batches(chunk_size=BATCH_ROWS)
         yield dg.Output(
-            rows,
-            metadata={
-                "landing_batches": len(list_batches(landing)),
-                "data_window": f"{first} .. {last}",
-            },
+            FrameChunks(batches, on_chunk=check),
+            metadata={"landing_batches": len(list_batches(landing)), "data_window": f"{first} .. {last}"},
         )
-        yield schema_check_result(rows, RawEvents, "raw_events")
+        yield check.result()
 
     @dg.multi_asset(
         partitions_def=partitions,

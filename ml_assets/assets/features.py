@@ -5,8 +5,9 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
-from ml_assets.checks import schema_check_result, schema_check_spec
-from ml_assets.core.features import player_features as build_features
+from ml_assets.checks import ChunkedSchemaCheck, schema_check_spec
+from ml_assets.core.features import player_feature_chunks as build_feature_chunks
+from ml_assets.lake_io import FrameChunks
 from ml_assets.partitions import window_days
 from ml_assets.resources import LakeResource
 from ml_assets.schemas import PlayerFeatures
@@ -39,21 +40,19 @@ def build_feature_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
         """Trailing-window, lifetime and game features for players active in the longest window."""
         settings = lake.settings()
         first, last = window_days(*context.partition_time_window)
-        frame = build_features(
-            clean_events,
-            first,
-            last,
-            windows=settings.get("features", "windows"),
-            max_event_types=int(settings.get("features", "max_event_types")),
-        ).collect()
-        yield dg.Output(
-            frame,
-            metadata={
-                "players": frame["player_id"].n_unique(),
-                "snapshot_days": frame["snapshot_date"].n_unique(),
-                "feature_columns": frame.width - 2,
-            },
+        check = ChunkedSchemaCheck(PlayerFeatures, "player_features")
+        chunks = FrameChunks(
+            build_feature_chunks(
+                clean_events,
+                first,
+                last,
+                windows=settings.get("features", "windows"),
+                max_event_types=int(settings.get("features", "max_event_types")),
+                chunk_days=int(settings.get("features", "chunk_days")),
+            ),
+            on_chunk=check,
         )
-        yield schema_check_result(frame, PlayerFeatures, "player_features")
+        yield dg.Output(chunks, metadata={"snapshot_days": (last - first).days + 1})
+        yield check.result()
 
     return [player_features]

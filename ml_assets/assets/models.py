@@ -9,10 +9,11 @@ import dagster as dg
 import polars as pl
 from deltalake import DeltaTable
 
-from ml_assets.checks import schema_check_result, schema_check_spec
+from ml_assets.checks import ChunkedSchemaCheck, schema_check_result, schema_check_spec
 from ml_assets.core.evaluation import calibration_table
 from ml_assets.core.experiments import ExperimentRun, code_version, record_run
-from ml_assets.core.labels import LABEL, SPLIT, build_training_set, scoring_rows
+from ml_assets.core.features import KEY
+from ml_assets.core.labels import LABEL, SPLIT, build_training_set, scoring_columns, scoring_rows
 from ml_assets.core.plots import calibration_png, importance_png, markdown_image, pr_png, roc_png
 from ml_assets.core.registry import GateDecision, gate
 from ml_assets.core.spec import ModelSpec
@@ -25,6 +26,8 @@ from ml_assets.core.training import (
     test_rows,
     train_model,
 )
+from ml_assets.lake_io import FrameChunks
+from ml_assets.partitions import day_chunks, window_days
 from ml_assets.resources import LakeResource
 from ml_assets.schemas import Predictions, TrainingSet
 
@@ -257,16 +260,26 @@ def build_model_assets(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> 
         description=f"{n} probability per player and day, by the production version, with its top 3 reasons.",
     )
     def predictions(
-        player_features: pl.DataFrame, production_model: TrainedModel
+        context: dg.AssetExecutionContext,
+        lake: LakeResource,
+        player_features: pl.LazyFrame,
+        production_model: TrainedModel,
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-        scored = score(scoring_rows(spec, player_features), production_model)
+        first, last = window_days(*context.partition_time_window)
+        chunk_days = int(lake.settings().get("features", "chunk_days"))
+        needed = {*KEY, *production_model.features, *scoring_columns(spec)}
+        columns = [c for c in player_features.collect_schema().names() if c in needed]
+
+        def pieces() -> Iterator[pl.DataFrame]:
+            # a few days at a time: explaining every row (pred_contrib) is the heaviest step at scale
+            for start, end in day_chunks(first, last, chunk_days):
+                rows = player_features.filter(pl.col("snapshot_date").is_between(start, end)).select(columns)
+                yield score(scoring_rows(spec, rows.collect()), production_model)
+
+        check = ChunkedSchemaCheck(Predictions, f"{n}_predictions")
         yield dg.Output(
-            scored,
-            metadata={
-                "model_version": production_model.version,
-                "mean_probability": float(scored["probability"].mean() or 0.0) if scored.height else 0.0,
-            },
+            FrameChunks(pieces(), on_chunk=check), metadata={"model_version": production_model.version}
         )
-        yield schema_check_result(scored, Predictions, f"{n}_predictions")
+        yield check.result()
 
     return [training_set, model, production_model, predictions]

@@ -9,7 +9,7 @@ found with an as-of join, so no day-by-player grid is ever built.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -112,43 +112,25 @@ def snapshot_grid(totals: pl.LazyFrame, first: date, last: date, population_days
     )
 
 
-def _window_base(totals: pl.LazyFrame, summed: Sequence[str], window: int) -> pl.LazyFrame:
-    return totals.select(
-        "player_id",
-        pl.col("event_date").alias("_asof"),
-        *[pl.col(c).alias(f"{c}__{window}") for c in summed],
-    )
-
-
-def player_features(
-    events: pl.LazyFrame,
+def _features_for(
+    totals: pl.LazyFrame,
+    base: pl.LazyFrame,
+    vocab: EventVocabulary,
+    windows: Sequence[int],
     first: date,
     last: date,
-    windows: Sequence[int] = (1, 7, 28),
-    max_event_types: int = 40,
-    vocab: EventVocabulary | None = None,
 ) -> pl.LazyFrame:
-    """Feature snapshots for every day in [first, last] from clean `events` (reads only days <= last).
-
-    Generic features for each event type in the vocabulary (counts and value sums per window,
-    value mean over the longest window, lifetime count and max, days since last), activity
-    (events, active days per window, tenure, recency), game features where their event types
-    exist, and the player's latest attributes.
-    """
-    events = events.filter(pl.col("event_date") <= last)
-    vocab = vocab or event_vocabulary(events, max_event_types)
-    windows = sorted(set(windows))
+    """Feature rows for snapshot days [first, last] from running totals and their as-of base."""
     longest = windows[-1]
-    totals = running_totals(daily_activity(events, vocab), vocab)
-    summed = _summed(vocab)
     grid = snapshot_grid(totals, first, last, longest).sort("snapshot_date")
     for w in windows:
-        # totals as of D - w (the last active day on or before it): subtracting gives days D-w+1..D
-        base = _window_base(totals, summed, w).sort("_asof")
+        # totals as of D - w (the last active day on or before it): subtracting gives days D-w+1..D.
+        # The grid is sorted by snapshot day, so D - w is sorted too: no re-sort before the join.
         grid = (
-            grid.with_columns(_asof=pl.col("snapshot_date") - timedelta(days=w))
-            .sort("_asof")
-            .join_asof(base, on="_asof", by="player_id", strategy="backward", check_sortedness=False)
+            grid.with_columns(_asof=(pl.col("snapshot_date") - timedelta(days=w)).set_sorted())
+            .join_asof(
+                base, on="_asof", by="player_id", strategy="backward", suffix=f"__{w}", check_sortedness=False
+            )
             .drop("_asof")
         )
     out: list[pl.Expr] = [
@@ -187,6 +169,60 @@ def player_features(
             out.append(pl.col(f"{c}_cum_sum").cast(pl.Float32).alias(f"{c}_value_total"))
     features = grid.select(*KEY, *out, *ATTRIBUTES)
     return features.with_columns(game_features(vocab, windows)).sort(KEY)
+
+
+def _prepare(
+    events: pl.LazyFrame,
+    last: date,
+    windows: Sequence[int],
+    max_event_types: int,
+    vocab: EventVocabulary | None,
+) -> tuple[pl.LazyFrame, pl.LazyFrame, EventVocabulary, list[int]]:
+    events = events.filter(pl.col("event_date") <= last)
+    vocab = vocab or event_vocabulary(events, max_event_types)
+    totals = running_totals(daily_activity(events, vocab), vocab)
+    base = totals.select("player_id", pl.col("event_date").alias("_asof"), *_summed(vocab)).sort("_asof")
+    return totals, base, vocab, sorted(set(windows))
+
+
+def player_features(
+    events: pl.LazyFrame,
+    first: date,
+    last: date,
+    windows: Sequence[int] = (1, 7, 28),
+    max_event_types: int = 40,
+    vocab: EventVocabulary | None = None,
+) -> pl.LazyFrame:
+    """Feature snapshots for every day in [first, last] from clean `events` (reads only days <= last).
+
+    Generic features for each event type in the vocabulary (counts and value sums per window,
+    value mean over the longest window, lifetime count and max, days since last), activity
+    (events, active days per window, tenure, recency), game features where their event types
+    exist, and the player's latest attributes.
+    """
+    totals, base, vocab, windows = _prepare(events, last, windows, max_event_types, vocab)
+    return _features_for(totals, base, vocab, windows, first, last)
+
+
+def player_feature_chunks(
+    events: pl.LazyFrame,
+    first: date,
+    last: date,
+    windows: Sequence[int] = (1, 7, 28),
+    max_event_types: int = 40,
+    chunk_days: int = 7,
+) -> Iterator[pl.DataFrame]:
+    """`player_features` computed `chunk_days` snapshot days at a time, for bounded memory.
+
+    Running totals are computed once; each piece holds only its days' rows, with the same columns.
+    """
+    totals, base, vocab, windows = _prepare(events, last, windows, max_event_types, None)
+    totals_df, base_df = pl.collect_all([totals, base])
+    day = first
+    while day <= last:
+        end = min(last, day + timedelta(days=chunk_days - 1))
+        yield _features_for(totals_df.lazy(), base_df.lazy(), vocab, windows, day, end).collect()
+        day = end + timedelta(days=1)
 
 
 def game_features(vocab: EventVocabulary, windows: Sequence[int]) -> list[pl.Expr]:

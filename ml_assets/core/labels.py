@@ -189,6 +189,15 @@ def build_training_set(spec: ModelSpec, features: pl.LazyFrame, events: pl.LazyF
     return cap_rows(labelled, spec.max_rows, spec.seed)
 
 
+def scoring_columns(spec: ModelSpec) -> set[str]:
+    """Feature columns `scoring_rows` reads to pick a spec's population (beyond the model's own)."""
+    if spec.label.kind == "first_purchase":
+        return {purchase_count_column(spec.label.purchase_event)}
+    if spec.label.kind == "new_player":
+        return {"tenure_days"}
+    return set()
+
+
 def scoring_rows(spec: ModelSpec, features: pl.DataFrame) -> pl.DataFrame:
     """The rows of `features` a model of `spec` scores: the population its training rows came from.
 

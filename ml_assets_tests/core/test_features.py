@@ -88,3 +88,18 @@ def test_game_features_only_when_types_exist():
     assert "game_is_payer" not in f
     generic = player_features(_events([("a", day(0), "x", 1.0)]), day(0), day(0)).collect()
     assert not [c for c in generic.columns if c.startswith("game_")]
+
+
+def test_chunks_equal_the_whole():
+    from ml_assets.core.features import player_feature_chunks
+
+    rows = [
+        (p, day(d), t, float(d)) for p in "abc" for d in range(0, 30, 3) for t in ("purchase", "session_end")
+    ]
+    events = _events(rows)
+    whole = player_features(events, day(2), day(25)).collect()
+    pieces = list(player_feature_chunks(events, day(2), day(25), chunk_days=4))
+    assert len(pieces) == 6
+    assert (
+        pl.concat(pieces).sort("player_id", "snapshot_date").equals(whole.sort("player_id", "snapshot_date"))
+    )
