@@ -39,8 +39,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             _say(f"  simulated through {day}")
 
     saved = landing / "_simulation.json"
+    # `demo` reuses this command without the shift arguments
+    shift_day, shift = getattr(args, "shift_day", None), getattr(args, "shift", None)
+    if shift and not shift_day:
+        raise ValueError("--shift needs --shift-day (the day the shift starts)")
     started = time.perf_counter()
-    if args.until and saved.exists() and args.players is None and args.days is None:
+    if args.until and saved.exists() and args.players is None and args.days is None and not shift_day:
         report = extend(landing, date.fromisoformat(args.until), progress=progress)
     else:
         params = SimulationParams(
@@ -49,6 +53,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             start=date.fromisoformat(args.start) if args.start else SimulationParams.start,
             seed=args.seed if args.seed is not None else DEMO_SEED,
             dirty_rate=args.dirty_rate,
+            shift_day=date.fromisoformat(shift_day) if shift_day else None,
+            shift=shift or SimulationParams.shift,
         )
         until = date.fromisoformat(args.until) if args.until else None
         report = simulate(landing, params, until=until, progress=progress)
@@ -233,6 +239,8 @@ def parser() -> argparse.ArgumentParser:
     sim_args(s, defaults=False)
     s.add_argument("--start", help="first day, YYYY-MM-DD (default 2025-01-01)")
     s.add_argument("--until", help="last day to land; extends an existing simulation when given alone")
+    s.add_argument("--shift-day", help="day behaviour shifts, YYYY-MM-DD (default: no shift)")
+    s.add_argument("--shift", help="the scenario from --shift-day on (default patch)")
     s.add_argument("--verbose", action="store_true")
     s.set_defaults(func=cmd_simulate)
 

@@ -41,10 +41,33 @@ def test_simulate_materialize_status_on_sqlite(tmp_path, capsys):
         "SUCCEEDED"
     }
     assert {m["model"] for m in status["models"]} == {"churn", "first_purchase"}
-    # the run is recorded in the SQLite instance under the lake home
+    # models and experiments, for people and scripts
+    capsys.readouterr()
+    assert main(["--home", str(home), "models", "list", "--json"]) == 0
+    models = json.loads(capsys.readouterr().out)
+    churn = next(m for m in models if m["model"] == "churn")
+    assert main(["--home", str(home), "experiments", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert {r["model"] for r in runs} == {"churn", "first_purchase"}
+    assert all("roc_auc" in r and "baseline_roc_auc" in r for r in runs)
+    assert main(["--home", str(home), "experiments", "--model", "churn"]) == 0
+    assert churn["version"] in capsys.readouterr().out
+    if churn["stage"] == "production":
+        # nothing earlier to roll back to: the run fails and production stays
+        assert main(["--home", str(home), "models", "rollback", "churn"]) == 1
+        assert main(["--home", str(home), "models", "promote", "churn", churn["version"]]) == 0
+        assert f"production is now {churn['version']}" in capsys.readouterr().out
+    else:
+        assert (
+            main(["--home", str(home), "models", "promote", "churn", churn["version"], "--reason", "test"])
+            == 0
+        )
+    assert main(["--home", str(home), "models", "list", "churn"]) == 0
+    assert f"{churn['version']}  production" in capsys.readouterr().out
+    # the runs are recorded in the SQLite instance under the lake home
     instance = dg.DagsterInstance.from_config(str(home / "dagster"))
     runs = instance.get_runs()
-    assert len(runs) == 1 and runs[0].job_name == "all_assets"
+    assert len(runs) >= 2 and {r.job_name for r in runs} == {"all_assets"}
     assert (home / "dagster" / "history").exists()
 
 

@@ -192,6 +192,7 @@ def build_model_assets(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> 
                     _md_table([(f, f"{g:.1f}") for f, g in top], ("feature", "gain"))
                 ),
                 "dropped_features": dg.MetadataValue.json(trained.dropped_features),
+                "unused_by_trees": dg.MetadataValue.json(trained.extra.get("unused_features", [])),
                 "input_delta_versions": dg.MetadataValue.json(trained.input_versions),
                 "test_days": f"{trained.split['test'][0]} .. {trained.split['test'][-1]}",
                 "features": len(trained.features),

@@ -8,6 +8,9 @@ duplicate and late deliveries, null players, negative purchases, empty event typ
 A day's rows depend only on the parameters and that day: the state of every player is carried
 forward from the start day, each day drawing from its own seed. So landing through day 60 and then
 extending through day 70 gives the same batches as one run through day 70, and a rerun lands nothing.
+
+A named shift (a scenario such as a game patch) can change behaviour from a given day on: days before
+it have the same rows as the unshifted run, so a model trained on them meets drift afterwards.
 """
 
 from __future__ import annotations
@@ -88,6 +91,37 @@ NEVER = np.iinfo(np.int32).max
 
 
 @dataclass(frozen=True)
+class _Shift:
+    """How a scenario changes play and churn from its day on; the defaults change nothing."""
+
+    play_logit: float = 0.0  # added to the log-odds of playing on a day
+    session_length: float = 1.0  # factor on session lengths
+    purchases: float = 1.0  # factor on a payer's purchase rate
+    amounts: float = 1.0  # factor on purchase amounts
+    fail_logit: float = 0.0  # added to the log-odds of failing a level
+    churn_logit: float = 0.0  # added to the log-odds of quitting on a day
+    payer_loyalty: float = 1.0  # factor on how much having paid keeps a player
+
+
+NO_SHIFT = _Shift()
+# Named scenarios a simulation can switch to on its shift_day.
+SHIFTS: dict[str, _Shift] = {
+    # A patch that makes levels harder and the shop worse: shorter and rarer sessions, fewer and
+    # smaller purchases, more failing; players quit more, and having paid protects less (so churn's
+    # relation to behaviour changes too, not only the behaviour).
+    "patch": _Shift(
+        play_logit=-0.3,
+        session_length=0.65,
+        purchases=0.6,
+        amounts=0.6,
+        fail_logit=0.6,
+        churn_logit=0.6,
+        payer_loyalty=0.4,
+    ),
+}
+
+
+@dataclass(frozen=True)
 class SimulationParams:
     """What to simulate; everything but `days` fixes the rows of each day."""
 
@@ -97,6 +131,8 @@ class SimulationParams:
     seed: int = 7
     dirty_rate: float = 0.01  # share of rows made dirty; 0 = perfectly clean
     new_players_per_day: int | None = None  # None: max(1, players // 40)
+    shift_day: date | None = None  # from this day on, behaviour follows the `shift` scenario
+    shift: str = "patch"  # a key of SHIFTS; only used when shift_day is set
 
     @property
     def daily_new_players(self) -> int:
@@ -125,15 +161,42 @@ def validate(params: SimulationParams) -> None:
         raise ValueError(f"players and days must be >= 1, seed and new_players_per_day >= 0: {params}")
     if not 0.0 <= params.dirty_rate < 0.5:
         raise ValueError(f"dirty_rate must be in [0, 0.5): {params.dirty_rate}")
+    if params.shift not in SHIFTS:
+        raise ValueError(f"unknown shift {params.shift!r}; known shifts: {', '.join(sorted(SHIFTS))}")
+    if params.shift_day is not None and params.shift_day < params.start:
+        raise ValueError(f"shift_day {params.shift_day} is before the simulation start {params.start}")
 
 
 def params_json(params: SimulationParams) -> dict:
-    """The parameters as JSON values (the `_simulation.json` format)."""
-    return {**dataclasses.asdict(params), "start": params.start.isoformat()}
+    """The parameters as JSON values (the `_simulation.json` format).
+
+    The shift fields appear only when shift_day is set, so unshifted simulations keep the JSON, and
+    therefore the batch ids, they had before shifts existed.
+    """
+    raw = {**dataclasses.asdict(params), "start": params.start.isoformat()}
+    if params.shift_day is None:
+        del raw["shift_day"], raw["shift"]
+    else:
+        raw["shift_day"] = params.shift_day.isoformat()
+    return raw
 
 
 def params_from_json(raw: dict) -> SimulationParams:
-    return SimulationParams(**{**raw, "start": date.fromisoformat(raw["start"])})
+    shift_day = raw.get("shift_day")
+    return SimulationParams(
+        **{
+            **raw,
+            "start": date.fromisoformat(raw["start"]),
+            "shift_day": None if shift_day is None else date.fromisoformat(shift_day),
+        }
+    )
+
+
+def _shift_on(params: SimulationParams, k: int) -> _Shift:
+    """The behaviour change in force on day `k` (NO_SHIFT before shift_day or without one)."""
+    if params.shift_day is None or k < (params.shift_day - params.start).days:
+        return NO_SHIFT
+    return SHIFTS[params.shift]
 
 
 def batch_id(params: SimulationParams, day: date) -> str:
@@ -224,13 +287,13 @@ def _segment_rank(counts: np.ndarray) -> np.ndarray:
     return np.arange(counts.sum()) - np.repeat(starts, counts)
 
 
-def _play_day(players: _Players, rng: np.random.Generator, k: int) -> _Events:
+def _play_day(players: _Players, rng: np.random.Generator, k: int, shift: _Shift = NO_SHIFT) -> _Events:
     """Play day `k` for every alive player, updating their state; the day's events in time order."""
     alive = np.flatnonzero(players.alive)
     eng = players.eng[alive]
     joined_today = players.join_k[alive] == k
     # Players always play the day they install; afterwards engagement and spend drive how often.
-    p_play = _sigmoid(-2.4 + 1.1 * eng + 0.3 * (players.purchases[alive] > 0))
+    p_play = _sigmoid(-2.4 + shift.play_logit + 1.1 * eng + 0.3 * (players.purchases[alive] > 0))
     playing = alive[joined_today | (rng.random(alive.size) < p_play)]
     m = playing.size
     eng = players.eng[playing]
@@ -239,7 +302,7 @@ def _play_day(players: _Players, rng: np.random.Generator, k: int) -> _Events:
     n_sess = 1 + rng.poisson(0.3 * np.exp(0.4 * eng))
     sp = np.repeat(np.arange(m), n_sess)  # session -> position in `playing`
     slot = DAY_MS / n_sess[sp]
-    length = np.exp(rng.normal(np.log(400_000) + 0.35 * eng[sp], 0.7))
+    length = np.exp(rng.normal(np.log(400_000) + 0.35 * eng[sp], 0.7)) * shift.session_length
     length = np.minimum(np.clip(length, 20_000, 3 * 3_600_000), 0.9 * slot)
     s_start = (_segment_rank(n_sess) * slot + rng.random(sp.size) * (slot - length)).astype(np.int64)
     s_end = s_start + length.astype(np.int64)
@@ -250,7 +313,7 @@ def _play_day(players: _Players, rng: np.random.Generator, k: int) -> _Events:
     a_pos = sp[a_sess]
     q = _segment_rank(n_att)
     level0 = players.level[playing]
-    p_fail = _sigmoid(-1.2 + 0.35 * np.log(level0) - 0.9 * players.skill[playing])
+    p_fail = _sigmoid(-1.2 + shift.fail_logit + 0.35 * np.log(level0) - 0.9 * players.skill[playing])
     complete = rng.random(a_sess.size) >= p_fail[a_pos]
     per_player = np.bincount(a_pos, minlength=m)
     done = np.concatenate([[0], np.cumsum(complete)])
@@ -273,12 +336,11 @@ def _play_day(players: _Players, rng: np.random.Generator, k: int) -> _Events:
 
     # Purchases (payers only, heavy-tailed amounts) and invites, each in a random session of the day.
     sess_first = np.cumsum(n_sess) - n_sess
-    n_buy = np.where(payer, rng.poisson(0.12 * np.exp(0.4 * eng)), 0)
+    n_buy = np.where(payer, rng.poisson(0.12 * shift.purchases * np.exp(0.4 * eng)), 0)
     buy_pos = np.repeat(np.arange(m), n_buy)
     buy_sess = sess_first[buy_pos] + (rng.random(buy_pos.size) * n_sess[buy_pos]).astype(np.int64)
-    amount = np.maximum(
-        np.round(np.exp(players.spend_mu[playing][buy_pos] + rng.normal(0, 0.9, buy_pos.size)), 2), 0.99
-    )
+    spend = np.exp(players.spend_mu[playing][buy_pos] + rng.normal(0, 0.9, buy_pos.size)) * shift.amounts
+    amount = np.maximum(np.round(spend, 2), 0.99)
     n_inv = rng.poisson(players.social[playing] * np.exp(0.3 * eng))
     inv_pos = np.repeat(np.arange(m), n_inv)
     inv_sess = sess_first[inv_pos] + (rng.random(inv_pos.size) * n_sess[inv_pos]).astype(np.int64)
@@ -332,19 +394,21 @@ def _play_day(players: _Players, rng: np.random.Generator, k: int) -> _Events:
     )
 
 
-def _churn(players: _Players, rng: np.random.Generator, k: int) -> None:
+def _churn(players: _Players, rng: np.random.Generator, k: int, shift: _Shift = NO_SHIFT) -> None:
     """Draw who quits today.
 
     The hazard rises with low engagement, recent failing, no spend and no invites; it falls with tenure.
+    A shift raises it by `churn_logit` and scales how much having paid keeps a player.
     """
     alive = np.flatnonzero(players.alive)
     eng = players.eng[alive]
     tenure = k - players.join_k[alive]
     logit = (
         -3.4
+        + shift.churn_logit
         - 0.9 * eng
         + 5.0 * (players.fail_ema[alive] - 0.35)
-        - 0.9 * (players.purchases[alive] > 0)
+        - 0.9 * shift.payer_loyalty * (players.purchases[alive] > 0)
         - 0.6 * (players.invites[alive] > 0)
         - 0.35 * np.log1p(tenure)
         + 2.2 * np.exp(-tenure / 3)
@@ -446,8 +510,9 @@ def simulate_days(params: SimulationParams, first: date, last: date) -> Iterator
         players.join(_rng(params, day, 1), params.players if k == 0 else params.daily_new_players, k, k == 0)
         _return(players, k)
         rng = _rng(params, day, 0)
-        events = _play_day(players, rng, k)
-        _churn(players, rng, k)
+        shift = _shift_on(params, k)
+        events = _play_day(players, rng, k, shift)
+        _churn(players, rng, k, shift)
         _dirty(events, rng, owed, params.dirty_rate)
         # Rows of a day reach at most MAX_LATE_DAYS later batches; earlier days only carry state.
         if k + MAX_LATE_DAYS < first_k:

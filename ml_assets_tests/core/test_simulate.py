@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from ml_assets.cli import main
 from ml_assets.core.landing import LANDING_SCHEMA, list_batches, read_window, scan_landing
 from ml_assets.core.simulate import (
     SIMULATION_FILE,
@@ -16,9 +19,12 @@ from ml_assets.core.simulate import (
     batch_id,
     extend,
     load_params,
+    params_from_json,
+    params_json,
     simulate,
     simulate_days,
 )
+from ml_assets.settings import HOME_ENV
 
 START = date(2025, 1, 1)
 SMALL = SimulationParams(players=300, days=30, start=START, seed=3, dirty_rate=0.02)
@@ -208,3 +214,104 @@ def test_churn_follows_behaviour():
     assert quit["fails"] > stay["fails"]
     assert quit["payer"] < stay["payer"]
     assert quit["days"] < stay["days"]
+
+
+# A game patch on day 12 of SMALL: the same simulation otherwise.
+PATCHED = dataclasses.replace(SMALL, shift_day=day(12))
+
+
+def test_rows_before_the_shift_match_the_unshifted_run():
+    plain = dict(simulate_days(SMALL, START, day(13)))
+    patched = dict(simulate_days(PATCHED, START, day(13)))
+    assert all(patched[day(n)].equals(plain[day(n)]) for n in range(12))
+    assert not patched[day(12)].equals(plain[day(12)])
+    # Starting mid-way replays the same carried state.
+    assert next(simulate_days(PATCHED, day(13), day(13)))[1].equals(patched[day(13)])
+
+
+def test_patch_shortens_sessions_cuts_purchases_and_raises_churn():
+    base = SimulationParams(players=3_000, days=40, start=START, seed=3, dirty_rate=0.0)
+    shifted = dataclasses.replace(base, shift_day=day(20))
+
+    def after_shift(params: SimulationParams) -> dict[str, float]:
+        rows = rows_of(params)
+        post = rows.filter(pl.col("received_date") >= day(20))
+        sessions = post.filter(pl.col("event_type") == "session_end")["value"]
+        buys = post.filter(pl.col("event_type") == "purchase")["value"]
+        levels = post["event_type"].value_counts().to_dict(as_series=False)
+        counts = dict(zip(levels["event_type"], levels["count"], strict=True))
+        # Players active just before the patch (the same players in both runs), unseen in days 30..39.
+        cohort = set(rows.filter(pl.col("received_date").is_between(day(15), day(19)))["player_id"])
+        later = set(rows.filter(pl.col("received_date") >= day(30))["player_id"])
+        return {
+            "session": sessions.mean(),
+            "buys_per_session": buys.len() / sessions.len(),
+            "amount": buys.median(),
+            "fail_rate": counts["level_fail"] / counts["level_start"],
+            "gone": len(cohort - later) / len(cohort),
+        }
+
+    b, s = after_shift(base), after_shift(shifted)
+    assert 0.55 < s["session"] / b["session"] < 0.75  # ~35% shorter
+    assert 0.4 < s["buys_per_session"] / b["buys_per_session"] < 0.8  # ~40% fewer purchases
+    assert 0.45 < s["amount"] / b["amount"] < 0.8  # ~40% smaller
+    assert s["fail_rate"] > b["fail_rate"] + 0.05
+    assert s["gone"] > 1.1 * b["gone"]
+
+
+def test_unshifted_params_keep_their_batch_ids():
+    # Digests from before shifts existed: lakes landed then stay valid.
+    assert batch_id(SMALL, START) == "ac377ad27f19e4e4af0fabad87f4692ce3bba127e6cee109f2be59207eee3290"
+    assert (
+        batch_id(SimulationParams(), date(2025, 2, 1))
+        == "680d82e08ed27ca82a3d0f0bff0b3cd783dfc2cd7664b0435fd8c3a9ea0360e1"
+    )
+    assert "shift_day" not in params_json(SMALL) and "shift" not in params_json(SMALL)
+    # A shifted simulation is another simulation: its own id for every day, before the shift too.
+    assert all(batch_id(PATCHED, day(n)) != batch_id(SMALL, day(n)) for n in (0, 11, 12, 20))
+    later = dataclasses.replace(SMALL, shift_day=day(13))
+    assert batch_id(later, START) != batch_id(PATCHED, START)
+    for params in (SMALL, PATCHED):
+        assert params_from_json(json.loads(json.dumps(params_json(params)))) == params
+
+
+def test_extend_feeds_a_lake_day_by_day_across_the_shift(tmp_path: Path):
+    daily, whole = tmp_path / "daily", tmp_path / "whole"
+    simulate(daily, PATCHED, until=day(9))
+    for n in range(10, 16):
+        report = extend(daily, until=day(n))
+        assert (report.days_landed, report.days_skipped) == (1, n)
+    assert load_params(daily) == PATCHED  # the shift is saved and reused
+    simulate(whole, PATCHED, until=day(15))
+    assert [p.name for p in list_batches(daily)] == [p.name for p in list_batches(whole)]
+    assert all(a.read_bytes() == (whole / a.name).read_bytes() for a in list_batches(daily))
+    with pytest.raises(ValueError, match="different simulation"):
+        simulate(daily, SMALL, until=day(15))
+
+
+def test_unknown_shift_or_a_shift_before_the_start_is_refused(tmp_path: Path):
+    with pytest.raises(ValueError, match="unknown shift 'nerf'; known shifts: patch"):
+        next(simulate_days(dataclasses.replace(PATCHED, shift="nerf"), START, START))
+    with pytest.raises(ValueError, match="unknown shift"):
+        simulate(tmp_path, dataclasses.replace(SMALL, shift="nerf"), until=START)
+    with pytest.raises(ValueError, match="before the simulation start"):
+        simulate(tmp_path, dataclasses.replace(SMALL, shift_day=START - timedelta(days=1)), until=START)
+    assert not (tmp_path / SIMULATION_FILE).exists()
+
+
+def test_cli_lands_a_shifted_simulation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    monkeypatch.setenv(HOME_ENV, str(tmp_path))  # restored after; the CLI sets it for its children
+    sim = ["--home", str(tmp_path), "simulate", "--players", "50", "--days", "4", "--seed", "3"]
+    assert main([*sim, "--shift-day", "2025-01-03"]) == 0
+    assert load_params(tmp_path / "landing").shift_day == day(2)
+    assert main(["--home", str(tmp_path), "simulate", "--until", "2025-01-06"]) == 0  # extends, shifted
+    assert load_params(tmp_path / "landing") == SimulationParams(
+        players=50, days=6, seed=3, dirty_rate=0.01, shift_day=day(2)
+    )
+    capsys.readouterr()
+    assert main([*sim, "--shift-day", "2025-01-03", "--shift", "nerf"]) == 2
+    assert "known shifts: patch" in capsys.readouterr().err
+    assert main([*sim, "--shift", "patch"]) == 2
+    assert "--shift needs --shift-day" in capsys.readouterr().err
