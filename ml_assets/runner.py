@@ -12,6 +12,7 @@ from ml_assets.core.landing import read_window
 from ml_assets.definitions import ALL_ASSETS_JOB, build_definitions
 from ml_assets.settings import Settings
 
+SELECTION_JOB = "materialize_selection"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}, "progress": {}}}
 
 
@@ -66,7 +67,13 @@ def execute(
         if unknown:
             known = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
             raise ValueError(f"unknown asset(s) {unknown}; known: {known}")
-        keys = sorted(dg.AssetSelection.assets(*wanted).required_multi_asset_neighbors().resolve(graph))
+        assets = dg.AssetSelection.assets(*wanted).required_multi_asset_neighbors()
+        keys = sorted(assets.resolve(graph))
+        # a job of its own, so the checks of the selected assets (freshness included) run with them
+        selected = dg.define_asset_job(
+            SELECTION_JOB, selection=assets | dg.AssetSelection.checks_for_assets(*keys)
+        )
+        job = dg.Definitions.merge(defs, dg.Definitions(jobs=[selected])).resolve_job_def(SELECTION_JOB)
     partitioned = any(graph.get(k).is_partitioned for k in (keys or graph.get_all_asset_keys()))
     tags = (
         {
@@ -76,9 +83,7 @@ def execute(
         if partitioned
         else {}
     )
-    return job.execute_in_process(
-        instance=instance, tags=tags, asset_selection=keys, run_config=run_config, raise_on_error=False
-    )
+    return job.execute_in_process(instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
 
 
 def materialize(

@@ -31,6 +31,31 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_event_types": 40,  # generic features for at most this many event types (most frequent first)
         "chunk_days": 7,  # snapshot days computed and written per piece: bounds memory on long backfills
     },
+    "drift": {
+        # a feature drifts when PSI > psi AND its effect size passes too (normalised Wasserstein for
+        # numbers, Jensen-Shannon for categories): p-values flag everything at 100k rows, these do not
+        "psi": 0.02,
+        "wasserstein": 0.1,
+        "jensen_shannon": 0.07,
+        "share_drifted": 0.3,  # the drift sensor fires when this share of features drifts (or the score)
+        "min_rows": 1000,
+        "cooldown_hours": 24,  # at most one drift-triggered retrain per model in this time
+    },
+    "performance": {
+        "degradation_threshold": 0.05,  # relative drop of ROC AUC vs the model's own test figure
+        "metric": "roc_auc",
+        "cooldown_hours": 24,
+    },
+    "freshness": {
+        # hours after which a table counts as stale (newest event time and last update); 0 = no SLA
+        "raw_events": 36,
+        "clean_events": 36,
+        "player_features": 36,
+        "predictions": 36,
+    },
+    "alerts": {
+        "webhook_url": "",  # POSTed JSON for failed checks, drift and degradation; always logged too
+    },
     # defaults for every model; a [models.NAME] table can set any of these for itself
     "training": {
         "snapshot_every_days": 3,  # sample training snapshots this far apart (the row cap bounds the size)

@@ -51,6 +51,16 @@ def read_table(settings: Settings, name: str) -> pl.DataFrame:
     return pl.read_delta(f"{settings.lake_uri}/{name}")
 
 
+# Checks whose outcome depends on the wall clock (freshness of 2025 test data) or on how much a tiny
+# lake lets a model learn (beats_baseline): asserted in their own tests, not in "all passed".
+ADVISORY = ("freshness", "beats_baseline")
+
+
+def data_checks_passed(result: dg.ExecuteInProcessResult) -> bool:
+    """Every check of the run passed, advisory ones aside."""
+    return all(v for k, v in check_results(result).items() if not k.endswith(ADVISORY))
+
+
 def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
     """`asset:check` -> passed, for every check evaluated in the run."""
     out = {}

@@ -218,3 +218,41 @@ def scoring_rows(spec: ModelSpec, features: pl.DataFrame) -> pl.DataFrame:
             raise ValueError(f"model {spec.name!r}: new_player scoring needs a tenure_days column")
         return features.filter(pl.col("tenure_days") == spec.label.observation_days - 1)
     raise ValueError(f"model {spec.name!r}: unknown label kind {kind!r}")
+
+
+def look_ahead_days(spec: ModelSpec) -> int:
+    """Days after a scored row's snapshot that its outcome needs."""
+    return spec.label.churn_days if spec.label.kind == "new_player" else spec.label.horizon_days
+
+
+def outcome_labels(spec: ModelSpec, rows: pl.DataFrame, events: pl.LazyFrame, last_day: date) -> pl.DataFrame:
+    """`rows` (player_id, snapshot_date, ...) with the outcome their prediction was about, as `label`.
+
+    Churn kinds: True when the player had no event in D+1..D+look-ahead; first_purchase: True when
+    a purchase event came in that window. Null while the window has not fully passed (last_day).
+    """
+    ahead = look_ahead_days(spec)
+    keys = rows.select("player_id", "snapshot_date").unique()
+    wanted = events.select("player_id", "event_date", "event_type")
+    if spec.label.kind == "first_purchase":
+        wanted = wanted.filter(pl.col("event_type") == spec.label.purchase_event)
+    hits = (
+        keys.lazy()
+        .join(wanted.select("player_id", "event_date").unique(), on="player_id")
+        .filter(
+            (pl.col("event_date") > pl.col("snapshot_date"))
+            & (pl.col("event_date") <= pl.col("snapshot_date") + pl.duration(days=ahead))
+        )
+        .select("player_id", "snapshot_date")
+        .unique()
+        .with_columns(_hit=pl.lit(True))
+        .collect()
+    )
+    matured = pl.col("snapshot_date") + pl.duration(days=ahead) <= pl.lit(last_day)
+    hit = pl.col("_hit").fill_null(False)
+    outcome = hit if spec.label.kind == "first_purchase" else ~hit
+    return (
+        rows.join(hits, on=["player_id", "snapshot_date"], how="left")
+        .with_columns(pl.when(matured).then(outcome).otherwise(None).alias(LABEL))
+        .drop("_hit")
+    )

@@ -21,6 +21,7 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
+from ml_assets.core.drift import Profile, build_profile
 from ml_assets.core.evaluation import calibration_table, evaluate
 from ml_assets.core.features import ATTRIBUTES, KEY
 from ml_assets.core.labels import LABEL, SPLIT
@@ -93,6 +94,10 @@ class TrainedModel:
 
     def card_path(self) -> Path:
         return Path(self.path).with_suffix(".json")
+
+    def profile(self) -> Profile:
+        """The distribution of the training rows (features and scores), the reference for drift."""
+        return Profile.from_json(json.loads(Path(self.extra["profile_path"]).read_text()))
 
 
 def model_version(spec: ModelSpec, input_versions: dict[str, int], code_version: str) -> str:
@@ -300,6 +305,11 @@ def train_model(
 
     model_path = out_dir / f"{version}.txt"
     _write_atomic(model_path, booster.model_to_string())
+    # The reference for drift: the latest rows the model was judged on (its out-of-time test), as
+    # NannyML does. The oldest training days would make a growing game's ageing population drift.
+    profile = build_profile(test, features, categories, scores=p)
+    profile_path = out_dir / f"{version}.profile.json"
+    _write_atomic(profile_path, json.dumps(profile.to_json()))
     model = TrainedModel(
         name=spec.name,
         version=version,
@@ -322,7 +332,7 @@ def train_model(
         tuning_trials=trials,
         trained_at=datetime.now(UTC).isoformat(),
         duration_s=time.perf_counter() - started,
-        extra={"unused_features": unused},
+        extra={"unused_features": unused, "profile_path": str(profile_path)},
     )
     # the card last: its presence is what marks a version as complete
     _write_atomic(card, json.dumps(asdict(model), indent=2, sort_keys=True, default=str))
