@@ -13,7 +13,7 @@ import polars as pl
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-from ml_assets.assets.monitoring import drift_thresholds
+from ml_assets.assets.monitoring import alarm_rows, drift_thresholds
 from ml_assets.core.alerts import Alert, send_alert
 from ml_assets.core.drift import drift_summary
 from ml_assets.core.landing import list_batches, partition_day
@@ -74,7 +74,7 @@ def drift_sensor(spec: ModelSpec) -> dg.SensorDefinition:
         if latest is None or latest.height == 0:
             return dg.SkipReason(f"no {n}_feature_drift results yet")
         day, version = latest["snapshot_date"][0], latest["model_version"][0]
-        summary = drift_summary(latest, drift_thresholds(settings))
+        summary = drift_summary(alarm_rows(latest, settings), drift_thresholds(settings))
         if not summary["alarm"]:
             return dg.SkipReason(
                 f"{n} {version} on {day}: {summary['drifted']}/{summary['features']} drifted, no alarm"

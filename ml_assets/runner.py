@@ -45,6 +45,7 @@ def execute(
     first_day: str | None = None,
     last_day: str | None = None,
     run_config: dict | None = None,
+    tags: dict[str, str] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialize the selected assets (default: all) over a partition range (default: every day), as one run.
 
@@ -75,7 +76,7 @@ def execute(
         )
         job = dg.Definitions.merge(defs, dg.Definitions(jobs=[selected])).resolve_job_def(SELECTION_JOB)
     partitioned = any(graph.get(k).is_partitioned for k in (keys or graph.get_all_asset_keys()))
-    tags = (
+    partition_tags = (
         {
             ASSET_PARTITION_RANGE_START_TAG: first_day or window.first_day.isoformat(),
             ASSET_PARTITION_RANGE_END_TAG: last_day or window.last_day.isoformat(),
@@ -83,7 +84,12 @@ def execute(
         if partitioned
         else {}
     )
-    return job.execute_in_process(instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
+    return job.execute_in_process(
+        instance=instance,
+        tags={**(tags or {}), **partition_tags},
+        run_config=run_config,
+        raise_on_error=False,
+    )
 
 
 def materialize(

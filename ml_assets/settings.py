@@ -40,6 +40,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "share_drifted": 0.3,  # the drift sensor fires when this share of features drifts (or the score)
         "min_rows": 1000,
         "cooldown_hours": 24,  # at most one drift-triggered retrain per model in this time
+        # Left out of the alarm (still measured and stored): features that move with the calendar in
+        # any growing game by construction - age, lifetime totals and maxima, days since, app version.
+        "ignore": [
+            "tenure_days",
+            "events_total",
+            "app_version",
+            "*_recency_days",
+            "*_count_total",
+            "*_value_total",
+            "*_value_max",
+            "game_level_max",
+        ],
     },
     "performance": {
         "degradation_threshold": 0.05,  # relative drop of ROC AUC vs the model's own test figure

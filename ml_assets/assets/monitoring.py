@@ -1,5 +1,6 @@
 """NAME_feature_drift and NAME_model_performance: how the production model's inputs and quality move."""
 
+import fnmatch
 from collections.abc import Iterator
 from datetime import date, timedelta
 
@@ -35,6 +36,13 @@ def drift_thresholds(settings: Settings) -> DriftThresholds:
         share_drifted=float(settings.get("drift", "share_drifted")),
         min_rows=int(settings.get("drift", "min_rows")),
     )
+
+
+def alarm_rows(drift: pl.DataFrame, settings: Settings) -> pl.DataFrame:
+    """The drift rows the alarm looks at: all but the features `[drift] ignore` names (globs)."""
+    globs = list(settings.get("drift", "ignore"))
+    ignored = [f for f in drift["feature"].to_list() if any(fnmatch.fnmatch(f, g) for g in globs)]
+    return drift.filter(~pl.col("feature").is_in(ignored))
 
 
 def _days(start: date, end: date) -> Iterator[date]:
@@ -82,7 +90,7 @@ def build_monitoring_assets(
             )
         frame = pl.concat(days, how="diagonal_relaxed")
         latest = frame.filter(pl.col("snapshot_date") == last)
-        summary = drift_summary(latest, thresholds)
+        summary = drift_summary(alarm_rows(latest, lake.settings()), thresholds)
         psi = {r["feature"]: float(r["psi"] or 0.0) for r in latest.iter_rows(named=True)}
         context.add_output_metadata(
             {
