@@ -8,6 +8,8 @@ import pandera.polars as pa
 import polars as pl
 from pandera.engines.polars_engine import DateTime
 
+from ml_assets.core.events import REASONS
+
 UTC_TIME = DateTime(time_zone="UTC", time_unit="us")  # type: ignore[call-arg]
 
 
@@ -55,18 +57,7 @@ class QuarantinedEvents(pa.DataFrameModel):
     """Every rejected row, with the rule it broke."""
 
     event_id: str = pa.Field(nullable=True)
-    reason: str = pa.Field(
-        isin=[
-            "missing_event_id",
-            "missing_player_id",
-            "malformed_event_time",
-            "empty_event_type",
-            "negative_value",
-            "event_time_after_receipt",
-            "late_beyond_watermark",
-            "duplicate_event_id",
-        ]
-    )
+    reason: str = pa.Field(isin=list(REASONS))
     partition_date: date
     batch_id: str
 

@@ -1,9 +1,7 @@
 """The asset factory of a model spec: NAME_training_set, NAME_model, NAME_production_model, NAME_predictions
 (all flat keys, one group per model)."""
 
-import math
 from collections.abc import Iterator
-from datetime import datetime
 
 import dagster as dg
 import polars as pl
@@ -11,15 +9,14 @@ from deltalake import DeltaTable
 
 from ml_assets.checks import ChunkedSchemaCheck, schema_check_result, schema_check_spec
 from ml_assets.core.evaluation import calibration_table
-from ml_assets.core.experiments import ExperimentRun, code_version, record_run
+from ml_assets.core.experiments import code_version, record_run
 from ml_assets.core.features import KEY
 from ml_assets.core.labels import LABEL, SPLIT, build_training_set, scoring_columns, scoring_rows
+from ml_assets.core.lifecycle import experiment_run, register_and_gate
 from ml_assets.core.plots import calibration_png, importance_png, markdown_image, pr_png, roc_png
-from ml_assets.core.registry import GateDecision, gate
 from ml_assets.core.spec import ModelSpec
 from ml_assets.core.training import (
     TrainedModel,
-    evaluate_on,
     load_model,
     predict,
     score,
@@ -83,11 +80,6 @@ def _plots_md(model: TrainedModel, training_set: pl.DataFrame) -> str:
     )
 
 
-def _sane(model: TrainedModel) -> bool:
-    """The candidate's own checks: finite metrics on a test set with both classes."""
-    return all(math.isfinite(model.metrics.get(k, float("nan"))) for k in ("roc_auc", "log_loss", "brier"))
-
-
 def build_model_assets(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """The four assets of one model spec; predictions are partitioned like the features they score."""
     n = spec.name
@@ -135,45 +127,16 @@ def build_model_assets(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> 
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         inputs = {t: _delta_version(lake, t) for t in (f"{n}_training_set", *UPSTREAM_TABLES)}
         trained = train_model(spec, training_set, lake.model_dir(n), inputs, code_version())
-        registry = lake.registry()
-        actor = f"dagster run {context.run_id}"
-        registry.register(n, trained.version, actor, "trained")
-        production = registry.current(n)
-        prod_metrics = None
-        if production == trained.version:
-            decision = GateDecision(
-                promote=False, stage="production", reason="already the production version"
-            )
-        else:
-            if production:
-                prod_model = load_model(lake.model_dir(n) / f"{production}.json")
-                prod_metrics = evaluate_on(prod_model, test_rows(trained, training_set))
-            decision = gate(
-                trained.metrics, prod_metrics, trained.baseline_metrics, _sane(trained), spec.promotion
-            )
-            registry.set_stage(n, trained.version, decision.stage, actor, decision.reason)
-        record_run(
-            lake.experiments_uri,
-            ExperimentRun(
-                run_id=f"{n}-{trained.version}",
-                model=n,
-                version=trained.version,
-                started_at=datetime.fromisoformat(trained.trained_at),
-                duration_s=trained.duration_s,
-                params=trained.params,
-                features=trained.features,
-                dropped_features=trained.dropped_features,
-                input_versions=trained.input_versions,
-                metrics=trained.metrics,
-                baseline_metrics=trained.baseline_metrics,
-                code_version=trained.code_version,
-                tuning_trials=trained.tuning_trials,
-                train_rows=trained.train_rows,
-                test_rows=trained.test_rows,
-                stage=decision.stage,
-                gate_reason=decision.reason,
-            ),
+        outcome = register_and_gate(
+            trained,
+            training_set,
+            lake.registry(),
+            lake.model_dir(n),
+            spec.promotion,
+            f"dagster run {context.run_id}",
         )
+        decision, prod_metrics = outcome.decision, outcome.production_metrics
+        record_run(lake.experiments_uri, experiment_run(trained, decision))
         top = list(trained.importance.items())[:15]
         yield dg.Output(
             trained,
