@@ -9,6 +9,7 @@ from deltalake import DeltaTable
 from ml_assets.core.experiments import list_runs
 from ml_assets.core.landing import scan_landing, write_batch
 from ml_assets.core.registry import Registry
+from ml_assets.definitions import build_definitions
 from ml_assets.runner import execute
 from ml_assets_tests.conftest import check_results, data_checks_passed, read_table, run_graph
 
@@ -158,8 +159,14 @@ def test_gate_refuses_a_worse_model_then_promote_and_rollback(tmp_path, instance
     stage_change("promote", v2)
     assert registry.current("churn") == v2 and registry.stage_of("churn", v1) == "archived"
     assert set(read_table(worse, "churn_predictions")["model_version"]) == {v2}
-    stage_change("rollback")
+    # rollback as the UI does it: the churn_stage_change job, launched with config
+    job = build_definitions(worse).resolve_job_def("churn_stage_change")
+    config = {
+        "ops": {"churn_production_model": {"config": {"action": "rollback", "actor": "test", "reason": "ui"}}}
+    }
+    assert job.execute_in_process(run_config=config, instance=instance).success
     assert registry.current("churn") == v1 and registry.stage_of("churn", v2) == "archived"
+    assert run_graph(worse, instance, FIRST, LAST2, ["churn_predictions"]).success
     assert set(read_table(worse, "churn_predictions")["model_version"]) == {v1}
     audit = registry.history("churn")
     assert audit.filter(pl.col("actor") == "test")["stage"].to_list() == [
@@ -188,7 +195,6 @@ def test_one_class_training_set_fails_with_a_reason(tmp_path, instance):
 
 
 def test_definitions_use_the_given_home_even_when_the_environment_names_another(small_lake, monkeypatch):
-    from ml_assets.definitions import build_definitions
 
     monkeypatch.setenv("ML_ASSETS_HOME", "/somewhere/else")
     defs = build_definitions(small_lake)
