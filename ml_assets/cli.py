@@ -7,7 +7,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from ml_assets.settings import CONFIG_ENV, HOME_ENV, Settings, load_settings
@@ -109,9 +109,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ml_assets.status import model_status
 
     settings = _settings(args)
-    args.until, args.start, args.dirty_rate = None, None, args.dirty_rate
+    # the days ending yesterday (Dagster's newest complete daily partition), so the demo lake is fresh;
+    # a home that already holds the demo's simulation is extended to yesterday, like a live game
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    saved = (settings.landing_dir / "_simulation.json").exists()
+    args.start = None if saved else (yesterday - timedelta(days=args.days - 1)).isoformat()
+    args.until = yesterday.isoformat() if saved else None
+    if saved:
+        args.players = args.days = args.seed = None
     args.verbose = False
-    _say(f"simulating {args.players:,} players x {args.days} days (seed {args.seed}) into {settings.home}")
+    _say(f"simulating {'to' if saved else 'the days to'} {yesterday} into {settings.home}")
     cmd_simulate(args)
     code = _run(settings, None, None, None)
     if code:
