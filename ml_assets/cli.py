@@ -123,12 +123,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     code = _run(settings, None, None, None)
     if code:
         return code
-    models = model_status(settings)
-    if models:
-        m = models[0]
+    print()
+    for m in model_status(settings):
+        if m["roc_auc"] is None:
+            continue
         print(
-            f"\nchurn model {m['version']}: test ROC AUC {m['roc_auc']:.3f} (recency baseline "
-            f"{m['baseline_roc_auc']:.3f}), PR AUC {m['pr_auc']:.3f}, log loss {m['log_loss']:.3f}"
+            f"{m['model']} model {m['version']} ({m['stage']}): test ROC AUC {m['roc_auc']:.3f} (recency "
+            f"baseline {m['baseline_roc_auc']:.3f}), PR AUC {m['pr_auc']:.3f}, log loss {m['log_loss']:.3f}"
         )
     for label, path in lake_paths(settings).items():
         print(f"{label}: {path}")

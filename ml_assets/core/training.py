@@ -100,10 +100,20 @@ class TrainedModel:
         return Profile.from_json(json.loads(Path(self.extra["profile_path"]).read_text()))
 
 
-def model_version(spec: ModelSpec, input_versions: dict[str, int], code_version: str) -> str:
-    """The version a training on these inputs produces: a hash of spec, input Delta versions and code."""
+def data_fingerprint(frame: pl.DataFrame) -> str:
+    """A hash of a frame's rows: Delta version numbers restart when a table is recreated, rows do not lie."""
+    return hashlib.sha256(frame.hash_rows(seed=42).to_numpy().tobytes()).hexdigest()[:16]
+
+
+def model_version(
+    spec: ModelSpec, input_versions: dict[str, int], code_version: str, fingerprint: str = ""
+) -> str:
+    """The version a training on these inputs produces: a hash of spec, input Delta versions, the
+    training rows' fingerprint and code."""
     payload = json.dumps(
-        {"spec": spec.as_dict(), "inputs": input_versions, "code": code_version}, sort_keys=True, default=str
+        {"spec": spec.as_dict(), "inputs": input_versions, "code": code_version, "rows": fingerprint},
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
@@ -245,7 +255,7 @@ def train_model(
             f"{spec.name}: training set has {training_set.height} rows and label values {classes}: "
             "need rows of both classes to train (more days of data, or a different horizon)"
         )
-    version = model_version(spec, input_versions, code_version)
+    version = model_version(spec, input_versions, code_version, data_fingerprint(training_set))
     out_dir.mkdir(parents=True, exist_ok=True)
     card = out_dir / f"{version}.json"
     if card.exists():
