@@ -74,7 +74,7 @@ def step_timings(instance: Any, run_id: str) -> list[dict[str, Any]]:
     return [{k: v for k, v in s.items() if k not in ("started", "ended")} for s in ordered]
 
 
-def worker(size_name: str, keep: bool) -> dict[str, Any]:
+def worker(size_name: str, keep: bool, explain_top: int | None = None) -> dict[str, Any]:
     """Simulate and materialize one size in a fresh home; the figures as a dict."""
     home = Path(tempfile.mkdtemp(prefix=f"ml_assets_bench_{size_name}_"))
     os.environ["ML_ASSETS_HOME"] = str(home)  # before any ml_assets import reads it
@@ -85,6 +85,8 @@ def worker(size_name: str, keep: bool) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     size = SIZES[size_name]
     params = simulation_params(size)
+    if explain_top is not None:
+        (home / "ml_assets.toml").write_text(f"[training]\nexplain_top = {explain_top}\n")
     settings = load_settings(home)
     try:
         started = time.perf_counter()
@@ -98,6 +100,7 @@ def worker(size_name: str, keep: bool) -> dict[str, Any]:
         steps = step_timings(instance, summary.run_id)
         clean_rows = pl.scan_delta(f"{settings.lake_uri}/clean_events").select(pl.len()).collect().item()
         return {
+            "explain_top": explain_top if explain_top is not None else 3,
             "size": size_name,
             "players_start": params.players,
             "days": params.days,
@@ -196,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sizes", default="1m,10m", help="comma separated: 1m, 3m, 10m (default 1m,10m)")
     p.add_argument("--keep", action="store_true", help="keep each size's lake home (path in the JSON)")
     p.add_argument("--render", action="store_true", help="only rewrite results/graph.md from graph.json")
+    p.add_argument("--explain-top", type=int, help="reasons per prediction (0: no pred_contrib); default 3")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.render:
@@ -205,12 +209,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text)
         return 0
     if args.worker:
-        print(json.dumps(worker(args.worker, args.keep)))
+        print(json.dumps(worker(args.worker, args.keep, args.explain_top)))
         return 0
     results = []
     for size in parse_sizes(args.sizes):
         log(f"[graph] {size.name}: {size.players:,} players x {size.days} days")
         child = [str(Path(__file__)), "--worker", size.name] + (["--keep"] if args.keep else [])
+        if args.explain_top is not None:
+            child += ["--explain-top", str(args.explain_top)]
         try:
             r = run_child(child)
         except ChildFailed as exc:

@@ -107,8 +107,9 @@ class Predictions(pa.DataFrameModel):
     snapshot_date: date
     probability: float = pa.Field(ge=0, le=1)
     model_version: str = pa.Field(str_length={"min_value": 1})
-    reason_1: str = pa.Field(nullable=True)
-    reason_1_contribution: float = pa.Field(nullable=True)
+    # absent when the model's spec turns explanations off (explain_top = 0)
+    reason_1: str = pa.Field(nullable=True, required=False)
+    reason_1_contribution: float = pa.Field(nullable=True, required=False)
 
     @pa.dataframe_check
     def one_row_per_player_and_day(cls, data: pa.PolarsData) -> pl.LazyFrame:

@@ -76,6 +76,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "seed": 42,
         "num_boost_round": 150,
         "early_stopping_rounds": 30,
+        "explain_top": 3,  # top reasons per prediction (pred_contrib); 0 = no explanations
     },
 }
 

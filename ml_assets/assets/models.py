@@ -238,7 +238,7 @@ def build_model_assets(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> 
             # a few days at a time: explaining every row (pred_contrib) is the heaviest step at scale
             for start, end in day_chunks(first, last, chunk_days):
                 rows = player_features.filter(pl.col("snapshot_date").is_between(start, end)).select(columns)
-                yield score(scoring_rows(spec, rows.collect()), production_model)
+                yield score(scoring_rows(spec, rows.collect()), production_model, reasons=spec.explain_top)
 
         check = ChunkedSchemaCheck(Predictions, f"{n}_predictions")
         yield dg.Output(

@@ -72,6 +72,9 @@ class ModelSpec:
     seed: int = 42
     num_boost_round: int = 150
     early_stopping_rounds: int = 30
+    # top reasons per prediction from TreeSHAP (pred_contrib); 0 turns explanations off, which is most
+    # of the scoring time on large backfills
+    explain_top: int = 3
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready description, stable across runs (used in the version hash)."""
@@ -107,7 +110,7 @@ def spec_from_table(name: str, table: dict[str, Any], base: ModelSpec | None = N
     Keys: label (rolling | new_player | first_purchase), horizon_days, observation_days, churn_days,
     purchase_event, include, exclude, params (a table), tuning_trials, tuning_timeout_s,
     promotion_metric, promotion_min_improvement, snapshot_every_days, max_rows, test_fraction, seed,
-    num_boost_round, early_stopping_rounds.
+    num_boost_round, early_stopping_rounds, explain_top.
     """
     known = (_LABEL_KEYS | _TUNING_KEYS | _PROMOTION_KEYS | _SPEC_KEYS) - {"kind"}
     unknown = sorted(set(table) - known)

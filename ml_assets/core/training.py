@@ -378,7 +378,11 @@ def score(features: pl.DataFrame, model: TrainedModel, reasons: int = 3) -> pl.D
     else:
         x = to_matrix(features, model.features, model.categories)
         p = np.asarray(booster.predict(x, num_iteration=model.best_iteration))
-        contrib = np.asarray(booster.predict(x, num_iteration=model.best_iteration, pred_contrib=True))
+        contrib = (
+            np.asarray(booster.predict(x, num_iteration=model.best_iteration, pred_contrib=True))
+            if reasons
+            else np.empty((len(p), 1))
+        )
     shap = contrib[:, :-1]  # the last column is the expected value
     k = min(reasons, shap.shape[1])
     top = np.argsort(-shap, axis=1, kind="stable")[:, :k]

@@ -77,3 +77,11 @@ def test_model_learns_drops_useless_features_and_explains_every_row(tmp_path):
 def test_one_class_is_refused_with_a_reason(tmp_path):
     with pytest.raises(ValueError, match="need rows of both classes"):
         train_model(SPEC, _training_set().with_columns(label=pl.lit(True)), tmp_path)
+
+
+def test_explanations_can_be_turned_off(tmp_path):
+    model = train_model(SPEC, _training_set(), tmp_path)
+    plain = score(_training_set(seed=1, days=1), model, reasons=0)
+    explained = score(_training_set(seed=1, days=1), model)
+    assert [c for c in plain.columns if c.startswith("reason")] == []
+    assert plain["probability"].equals(explained["probability"])
