@@ -57,6 +57,39 @@ def _cooling_down(cursor: str | None, hours: float, now: datetime) -> bool:
     return now - last < timedelta(hours=hours)
 
 
+def _request_retrain(
+    context: dg.SensorEvaluationContext,
+    spec: ModelSpec,
+    lake: LakeResource,
+    trigger: str,
+    day: object,
+    version: str,
+    reason: str,
+    alert: Alert,
+    tags: dict[str, str] | None = None,
+) -> dg.SensorResult | dg.SkipReason:
+    """Alert and request a retrain of `spec`'s model, once per day and version and not within the
+    trigger's cooldown (`[drift]` / `[performance]` cooldown_hours)."""
+    settings = lake.settings()
+    section = "drift" if trigger == "drift" else "performance"
+    now = datetime.now(UTC)
+    if _cooling_down(context.cursor, float(settings.get(section, "cooldown_hours")), now):
+        return dg.SkipReason(
+            f"{spec.name}: {trigger} on {day}, but a retrain was requested within the cooldown"
+        )
+    send_alert(alert, str(settings.get("alerts", "webhook_url")) or None, context.log)
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_key=f"{spec.name}-{trigger}-{day}-{version}",
+                asset_selection=retrain_selection(spec),
+                tags={TRIGGER_TAG: trigger, REASON_TAG: reason[:250], **(tags or {})},
+            )
+        ],
+        cursor=json.dumps({"requested_at": now.isoformat(), "day": str(day)}),
+    )
+
+
 def drift_sensor(spec: ModelSpec) -> dg.SensorDefinition:
     """Requests a retrain of `spec`'s model when its stored drift for the newest day raises the alarm."""
     n = spec.name
@@ -79,33 +112,22 @@ def drift_sensor(spec: ModelSpec) -> dg.SensorDefinition:
             return dg.SkipReason(
                 f"{n} {version} on {day}: {summary['drifted']}/{summary['features']} drifted, no alarm"
             )
-        now = datetime.now(UTC)
-        if _cooling_down(context.cursor, float(settings.get("drift", "cooldown_hours")), now):
-            return dg.SkipReason(
-                f"{n}: drift on {day}, but a drift retrain was requested within the cooldown"
-            )
-        features = ",".join(summary.get("drifted_features", [])[:10])
-        share = summary["share_drifted"]
-        reason = f"{summary['drifted']}/{summary['features']} features drifted on {day} (share {share:.2f})"
-        send_alert(
-            Alert(
+        drifted = f"{summary['drifted']}/{summary['features']} features drifted"
+        return _request_retrain(
+            context,
+            spec,
+            lake,
+            trigger="drift",
+            day=day,
+            version=version,
+            reason=f"{drifted} on {day} (share {summary['share_drifted']:.2f})",
+            alert=Alert(
                 kind="drift",
                 model=n,
                 title=f"{n}: input drift on {day}",
                 details={**summary, "version": version},
             ),
-            str(settings.get("alerts", "webhook_url")) or None,
-            context.log,
-        )
-        return dg.SensorResult(
-            run_requests=[
-                dg.RunRequest(
-                    run_key=f"{n}-drift-{day}-{version}",
-                    asset_selection=retrain_selection(spec),
-                    tags={TRIGGER_TAG: "drift", REASON_TAG: reason, "ml_assets/drifted_features": features},
-                )
-            ],
-            cursor=json.dumps({"requested_at": now.isoformat(), "day": str(day)}),
+            tags={"ml_assets/drifted_features": ",".join(summary.get("drifted_features", [])[:10])},
         )
 
     return sensor
@@ -123,7 +145,6 @@ def degradation_sensor(spec: ModelSpec) -> dg.SensorDefinition:
         description=f"Retrain {n} when its estimated or realized quality drops past [performance] threshold.",
     )
     def sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult | dg.SkipReason:
-        settings = lake.settings()
         latest = _read_latest(lake.table_uri(f"{n}_model_performance"))
         overall = latest.filter(pl.col("segment_column") == "all") if latest is not None else None
         if overall is None or overall.height == 0:
@@ -131,24 +152,16 @@ def degradation_sensor(spec: ModelSpec) -> dg.SensorDefinition:
         row = overall.row(0, named=True)
         if not row["degraded"]:
             return dg.SkipReason(f"{n} on {row['snapshot_date']}: {row['reason']}")
-        now = datetime.now(UTC)
-        if _cooling_down(context.cursor, float(settings.get("performance", "cooldown_hours")), now):
-            return dg.SkipReason(f"{n}: degraded on {row['snapshot_date']}, but within the cooldown")
         kind = "estimated" if row["estimated"] else "realized"
-        send_alert(
-            Alert(kind="degradation", model=n, title=f"{n}: {kind} quality dropped", details=row),
-            str(settings.get("alerts", "webhook_url")) or None,
-            context.log,
-        )
-        return dg.SensorResult(
-            run_requests=[
-                dg.RunRequest(
-                    run_key=f"{n}-degradation-{row['snapshot_date']}-{row['model_version']}",
-                    asset_selection=retrain_selection(spec),
-                    tags={TRIGGER_TAG: "degradation", REASON_TAG: f"{kind}: {row['reason']}"[:250]},
-                )
-            ],
-            cursor=json.dumps({"requested_at": now.isoformat(), "day": str(row["snapshot_date"])}),
+        return _request_retrain(
+            context,
+            spec,
+            lake,
+            trigger="degradation",
+            day=row["snapshot_date"],
+            version=row["model_version"],
+            reason=f"{kind}: {row['reason']}",
+            alert=Alert(kind="degradation", model=n, title=f"{n}: {kind} quality dropped", details=row),
         )
 
     return sensor
