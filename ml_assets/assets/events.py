@@ -10,7 +10,7 @@ from ml_assets.core.events import clean_events as split_clean
 from ml_assets.core.events import reason_counts
 from ml_assets.core.landing import list_batches, scan_landing
 from ml_assets.lake_io import FrameChunks
-from ml_assets.partitions import window_days
+from ml_assets.partitions import day_chunks, window_days
 from ml_assets.resources import LakeResource
 from ml_assets.schemas import CleanEvents, QuarantinedEvents, RawEvents
 
@@ -71,31 +71,38 @@ def build_event_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         context: dg.AssetExecutionContext, lake: LakeResource, raw_events: pl.LazyFrame
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         """Valid, deduplicated events; every rejected row goes to quarantine with its reason."""
-        watermark = int(lake.settings().get("cleaning", "watermark_days"))
-        raw = raw_events.collect()
-        result = split_clean(raw.lazy(), watermark)
-        counts = reason_counts(result.quarantined)
+        settings = lake.settings()
+        watermark = int(settings.get("cleaning", "watermark_days"))
         first, last = window_days(*context.partition_time_window)
+        raw_rows, quarantined = [0], []
+
+        def clean_pieces() -> Iterator[pl.DataFrame]:
+            # a week of event days at a time: duplicates share their event day, so each piece dedups fully
+            for start, end in day_chunks(first, last, int(settings.get("features", "chunk_days"))):
+                raw = raw_events.filter(pl.col("partition_date").is_between(start, end)).collect()
+                raw_rows[0] += raw.height
+                result = split_clean(raw.lazy(), watermark)
+                quarantined.append(
+                    result.quarantined
+                )  # rejects are few: kept until the clean rows are written
+                yield result.clean
+
+        clean_check = ChunkedSchemaCheck(CleanEvents, "clean_events")
+        clean = FrameChunks(clean_pieces(), on_chunk=clean_check)
+        yield dg.Output(clean, output_name="clean_events", metadata={"data_window": f"{first} .. {last}"})
+        rejected = pl.concat(quarantined)
         yield dg.Output(
-            result.clean, output_name="clean_events", metadata={"data_window": f"{first} .. {last}"}
-        )
-        yield dg.Output(
-            result.quarantined,
+            rejected,
             output_name="quarantined_events",
-            metadata={f"reason/{k}": v for k, v in counts.items()},
+            metadata={f"reason/{k}": v for k, v in reason_counts(rejected).items()},
         )
-        yield schema_check_result(result.clean, CleanEvents, "clean_events")
-        yield schema_check_result(result.quarantined, QuarantinedEvents, "quarantined_events")
-        accounted = result.clean.height + result.quarantined.height
+        yield clean_check.result()
+        yield schema_check_result(rejected, QuarantinedEvents, "quarantined_events")
         yield dg.AssetCheckResult(
             check_name="every_raw_row_accounted_for",
             asset_key="clean_events",
-            passed=accounted == raw.height,
-            metadata={
-                "raw": raw.height,
-                "clean": result.clean.height,
-                "quarantined": result.quarantined.height,
-            },
+            passed=clean.rows + rejected.height == raw_rows[0],
+            metadata={"raw": raw_rows[0], "clean": clean.rows, "quarantined": rejected.height},
         )
 
     return [raw_events, cleaned]
