@@ -75,7 +75,9 @@ def running_totals(daily: pl.LazyFrame, vocab: EventVocabulary) -> pl.LazyFrame:
             cums.append(pl.col(f"{c}_sum").fill_null(0).cum_sum().over(per_player).alias(f"{c}_cum_sum"))
             cums.append(pl.col(f"{c}_max").cum_max().forward_fill().over(per_player).alias(f"{c}_cum_max"))
     cums += [pl.col(a).forward_fill().over(per_player) for a in ATTRIBUTES]
-    return daily.with_columns(cums)
+    # the per-day counts, sums and maxima only feed the totals: dropping them keeps the table narrow
+    per_day = ["n_events", *[f"{vocab.column(t)}_{k}" for t in vocab.types for k in ("n", "sum", "max")]]
+    return daily.with_columns(cums).drop(per_day, strict=False)
 
 
 def _summed(vocab: EventVocabulary) -> list[str]:
