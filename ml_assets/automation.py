@@ -180,8 +180,15 @@ def new_files_sensor(
         description="Materialize the days of newly landed batches (ingest / simulate) through the graph.",
     )
     def sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult | dg.SkipReason:
-        seen = set(json.loads(context.cursor)) if context.cursor else set()
         batches = list_batches(lake.landing_dir)
+        if context.cursor is None:
+            # first tick: what landed before the sensor ran is history, not news (materialize it
+            # with `ml-assets materialize`); only batches that land from now on start runs
+            return dg.SensorResult(
+                skip_reason=f"baseline: {len(batches)} batches already landed",
+                cursor=json.dumps(sorted(b.name for b in batches)),
+            )
+        seen = set(json.loads(context.cursor))
         new = [b for b in batches if b.name not in seen]
         if not new:
             return dg.SkipReason("no new landing batches")
