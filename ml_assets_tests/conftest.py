@@ -1,6 +1,9 @@
 """Fixtures: small seeded lakes in tmp dirs, and helpers to run the graph on an ephemeral instance."""
 
+import json
+import threading
 from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
@@ -80,3 +83,24 @@ def small_lake(tmp_path: Path) -> Settings:
 def instance() -> dg.DagsterInstance:
     with dg.DagsterInstance.ephemeral() as inst:
         yield inst
+
+
+@pytest.fixture
+def receiver():
+    """A webhook receiver on loopback; yields (url, received bodies)."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    server.shutdown()

@@ -1,41 +1,16 @@
 """Sensors, schedules and alerts through Dagster's own evaluation: new files start the pipeline,
 schedules target the right work, everything is defined running, failed checks reach a webhook."""
 
-import json
-import threading
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import polars as pl
-import pytest
 
 from ml_assets.core.landing import write_batch
 from ml_assets.definitions import build_definitions
 from ml_assets.resources import LakeResource
 from ml_assets.settings import load_settings
 from ml_assets_tests.conftest import make_lake, run_graph
-
-
-@pytest.fixture
-def receiver():
-    """A webhook receiver on loopback; yields (url, received bodies)."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
-    server.shutdown()
 
 
 def test_every_sensor_and_schedule_is_defined_running(small_lake):

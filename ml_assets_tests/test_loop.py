@@ -25,13 +25,13 @@ SETTINGS = (
 )
 
 
-def _lake(tmp_path, shifted: bool):
+def _lake(tmp_path, shifted: bool, webhook: str = ""):
     home = tmp_path / "home"
     params = SimulationParams(
         players=1500, days=45, seed=5, dirty_rate=0.0, shift_day=SHIFT if shifted else None
     )
     simulate(home / "landing", params, until=SHIFT - timedelta(days=1))
-    (home / "ml_assets.toml").write_text(SETTINGS)
+    (home / "ml_assets.toml").write_text(SETTINGS + f'\n[alerts]\nwebhook_url = "{webhook}"\n')
     (home / "dagster").mkdir()
     instance = dg.DagsterInstance.local_temp(str(home / "dagster"))
     settings = load_settings(home)
@@ -56,8 +56,9 @@ def _feed_day(home, instance, day: date) -> None:
     assert execute(load_settings(home), instance, DAILY, str(day), str(day)).success
 
 
-def test_patch_drift_triggers_a_retrain_that_serves(tmp_path):
-    home, instance = _lake(tmp_path, shifted=True)
+def test_patch_drift_triggers_a_retrain_that_serves(tmp_path, receiver):
+    url, alerts = receiver
+    home, instance = _lake(tmp_path, shifted=True, webhook=url)
     registry = Registry(f"{load_settings(home).lake_uri}/model_registry")
     v1 = registry.current("churn")
     assert v1 is not None
@@ -77,6 +78,10 @@ def test_patch_drift_triggers_a_retrain_that_serves(tmp_path):
     assert request.tags[TRIGGER_TAG] == "drift" and "features drifted" in request.tags[REASON_TAG]
     assert "ev_session_end" in request.tags["ml_assets/drifted_features"]
     assert request.run_key == f"churn-drift-{fired_on}-{v1}"
+    # the drift reached the alert hook with its figures
+    drift_alerts = [a for a in alerts if a["kind"] == "drift"]
+    assert len(drift_alerts) == 1 and drift_alerts[0]["model"] == "churn"
+    assert drift_alerts[0]["details"]["alarm"] is True
     # the same tick again: the cooldown holds, no duplicate request
     again, _, _ = _tick(home, instance, "churn_drift_sensor", cursor)
     assert again == []

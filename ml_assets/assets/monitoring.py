@@ -171,6 +171,8 @@ def build_monitoring_assets(
                     "roc_auc": current.get("roc_auc"),
                     "log_loss": current.get("log_loss"),
                     "brier": current.get("brier"),
+                    # calibration: expected calibration error once labels mature (estimates assume it)
+                    "ece": current.get("ece"),
                     "expected_roc_auc": expected_metrics(p)["roc_auc"],
                     "reference_roc_auc": production_model.metrics.get("roc_auc"),
                     "relative_drop": verdict.relative_drop,
