@@ -48,7 +48,7 @@ def build_feature_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
                 last,
                 windows=settings.get("features", "windows"),
                 max_event_types=int(settings.get("features", "max_event_types")),
-                chunk_days=int(settings.get("features", "chunk_days")),
+                chunk_rows=int(settings.get("features", "chunk_rows")),
             ),
             on_chunk=check,
         )

@@ -2,8 +2,9 @@
 
 A snapshot row (snapshot_date D, player) uses only events on or before D. The population of a
 snapshot is every player active in the longest trailing window ending at D. Windows are computed
-from running totals over a player's active days: the total at D minus the total at D - w, each
-found with an as-of join, so no day-by-player grid is ever built.
+from running totals over a player's active days: the total at D minus the total at D - w. Each
+active day is expanded into the days it stands for, in player-then-day order, so D - w is simply
+the row w rows up: no joins, no sorts and no per-group window functions over the big table.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+import numpy as np
 import polars as pl
 
 ATTRIBUTES = ("platform", "country", "app_version")
@@ -59,25 +61,41 @@ def daily_activity(events: pl.LazyFrame, vocab: EventVocabulary) -> pl.LazyFrame
 
 
 def running_totals(daily: pl.LazyFrame, vocab: EventVocabulary) -> pl.LazyFrame:
-    """`daily` with per-player running totals up to and including each active day."""
-    per_player = pl.col("player_id")
+    """`daily` (sorted by player and day) with running totals up to and including each active day.
+
+    Totals are global cumulative sums minus the value where the player's rows begin: plain
+    column scans, several times faster than grouped (`over`) window functions on this table.
+    """
+    starts = pl.col("_pc") != pl.col("_pc").shift(1).fill_null(-1)
+    day = pl.col("event_date")
+    never = pl.lit(date(1, 1, 1))  # a player's own "not yet": forward fills must not cross players
+
+    def per_player_sum(col: str, dtype: pl.DataType) -> pl.Expr:
+        x = pl.col(col).fill_null(0).cast(dtype)
+        total = x.cum_sum()
+        return total - pl.when(starts).then(total - x).forward_fill()
+
+    def last_day(col: str) -> pl.Expr:
+        seen = pl.when(pl.col(col) > 0).then(day).when(starts).then(never).forward_fill()
+        return pl.when(seen != never).then(seen)
+
+    row = pl.int_range(pl.len(), dtype=pl.Int32)
     cums: list[pl.Expr] = [
-        pl.col("n_events").cum_sum().over(per_player).alias("cum_events"),
-        pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over(per_player).alias("cum_active_days"),
-        pl.col("event_date").min().over(per_player).alias("first_day"),
+        per_player_sum("n_events", pl.Int64()).alias("cum_events"),
+        (row - pl.when(starts).then(row).forward_fill() + 1).alias("cum_active_days"),
+        pl.when(starts).then(day).forward_fill().alias("first_day"),
     ]
     for t in vocab.types:
         c = vocab.column(t)
-        cums.append(pl.col(f"{c}_n").cum_sum().over(per_player).alias(f"{c}_cum_n"))
-        last = pl.when(pl.col(f"{c}_n") > 0).then(pl.col("event_date"))
-        cums.append(last.forward_fill().over(per_player).alias(f"{c}_last_day"))
+        cums.append(per_player_sum(f"{c}_n", pl.Int64()).cast(pl.Int32).alias(f"{c}_cum_n"))
+        cums.append(last_day(f"{c}_n").alias(f"{c}_last_day"))
         if t in vocab.valued:
-            cums.append(pl.col(f"{c}_sum").fill_null(0).cum_sum().over(per_player).alias(f"{c}_cum_sum"))
-            cums.append(pl.col(f"{c}_max").cum_max().forward_fill().over(per_player).alias(f"{c}_cum_max"))
-    cums += [pl.col(a).forward_fill().over(per_player) for a in ATTRIBUTES]
+            cums.append(per_player_sum(f"{c}_sum", pl.Float64()).alias(f"{c}_cum_sum"))
+            cums.append(pl.col(f"{c}_max").cum_max().forward_fill().over("_pc").alias(f"{c}_cum_max"))
+    cums += [pl.col(a).forward_fill().over("_pc") for a in ATTRIBUTES]
     # the per-day counts, sums and maxima only feed the totals: dropping them keeps the table narrow
     per_day = ["n_events", *[f"{vocab.column(t)}_{k}" for t in vocab.types for k in ("n", "sum", "max")]]
-    return daily.with_columns(cums).drop(per_day, strict=False)
+    return daily.with_columns(_pc=_player_code()).with_columns(cums).drop(per_day, strict=False)
 
 
 def _summed(vocab: EventVocabulary) -> list[str]:
@@ -90,63 +108,84 @@ def _summed(vocab: EventVocabulary) -> list[str]:
     return cols
 
 
-def snapshot_grid(totals: pl.LazyFrame, first: date, last: date, population_days: int) -> pl.LazyFrame:
-    """A row per (player, snapshot day in [first, last]) for players active within `population_days`.
+def _player_code() -> pl.Expr:
+    """A dense integer per player for rows sorted by player: cheap to compare across shifted rows."""
+    return (pl.col("player_id") != pl.col("player_id").shift(1)).fill_null(True).cum_sum().cast(pl.Int32)
 
-    Each active day covers the snapshots from itself until the day before the player's next active
-    day, at most `population_days` of them; the row carries that day's running totals.
+
+def _cover(first: date, last: date, longest: int) -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
+    """Snapshot days each active day stands for, as two ranges (start1, end1, start2, end2).
+
+    An active day covers the days until the player's next active day, but only the first `longest`
+    (after that the player has left the population) and the last `longest` (the next active day's
+    windows look back that far). So on every snapshot day of a population row, each of the `longest`
+    days before it has a grid row of its own: windows become shifts within the player's rows.
     """
-    next_day = pl.col("event_date").shift(-1).over("player_id")
-    cover_end = pl.min_horizontal(
-        pl.col("event_date") + timedelta(days=population_days - 1),
-        next_day - timedelta(days=1),
-        pl.lit(last),
+    day = pl.col("event_date")
+    same_next = pl.col("_pc").shift(-1) == pl.col("_pc")
+    next_day = pl.when(same_next).then(day.shift(-1))
+    lo = pl.lit(first - timedelta(days=longest))
+    start1 = pl.max_horizontal(day, lo)
+    end1 = pl.min_horizontal(day + timedelta(days=longest - 1), next_day - timedelta(days=1), pl.lit(last))
+    start2 = pl.max_horizontal(day + timedelta(days=longest), next_day - timedelta(days=longest), lo)
+    end2 = pl.min_horizontal(next_day - timedelta(days=1), pl.lit(last))
+    return start1, end1, start2, end2
+
+
+def snapshot_grid(totals: pl.DataFrame, first: date, last: date, longest: int) -> pl.DataFrame:
+    """A row per (player, day) each carrying the running totals of the player's last active day.
+
+    `totals` must be sorted by player and day. Rows stay in that order and cover every day in
+    [first - longest, last] that a population row's windows look back on (see `_cover`);
+    `player_features` keeps the population rows among them. The rows are gathered by index
+    (NumPy repeat), several times faster than exploding lists of dates.
+    """
+    totals = totals.filter(pl.col("event_date") <= last)
+    start1, end1, start2, end2 = _cover(first, last, longest)
+
+    def length(start: pl.Expr, end: pl.Expr) -> pl.Expr:
+        return ((end - start).dt.total_days() + 1).clip(lower_bound=0).fill_null(0).cast(pl.Int64)
+
+    spans = totals.select(
+        s1=start1.cast(pl.Int64), n1=length(start1, end1), s2=start2.cast(pl.Int64), n2=length(start2, end2)
     )
-    cover_start = pl.max_horizontal(pl.col("event_date"), pl.lit(first))
+    n1 = spans["n1"].to_numpy()
+    n = n1 + spans["n2"].to_numpy()
+    row = np.repeat(np.arange(len(n)), n)
+    k = np.arange(len(row)) - np.repeat(np.cumsum(n) - n, n)  # position within the row's days
+    in_first = k < n1[row]
+    day = np.where(
+        in_first, spans["s1"].to_numpy()[row] + k, spans["s2"].fill_null(0).to_numpy()[row] + k - n1[row]
+    )
     return (
-        totals.filter(pl.col("event_date") <= last)
-        .with_columns(cover_start=cover_start, cover_end=cover_end)
-        .filter(pl.col("cover_start") <= pl.col("cover_end"))
-        .with_columns(snapshot_date=pl.date_ranges("cover_start", "cover_end"))
-        .explode("snapshot_date")
+        totals[row]
+        .with_columns(snapshot_date=pl.Series(day).cast(pl.Int32).cast(pl.Date))
         .rename({"event_date": "last_active_day"})
-        .drop("cover_start", "cover_end")
     )
 
 
 def _features_for(
-    totals: pl.LazyFrame,
-    base: pl.LazyFrame,
-    vocab: EventVocabulary,
-    windows: Sequence[int],
-    first: date,
-    last: date,
+    totals: pl.DataFrame, vocab: EventVocabulary, windows: Sequence[int], first: date, last: date
 ) -> pl.LazyFrame:
-    """Feature rows for snapshot days [first, last] from running totals and their as-of base."""
+    """Feature rows for snapshot days [first, last] from running totals sorted by player and day."""
     longest = windows[-1]
-    grid = snapshot_grid(totals, first, last, longest).sort("snapshot_date")
-    for w in windows:
-        # totals as of D - w (the last active day on or before it): subtracting gives days D-w+1..D.
-        # The grid is sorted by snapshot day, so D - w is sorted too: no re-sort before the join.
-        grid = (
-            grid.with_columns(_asof=(pl.col("snapshot_date") - timedelta(days=w)).set_sorted())
-            .join_asof(
-                base, on="_asof", by="player_id", strategy="backward", suffix=f"__{w}", check_sortedness=False
-            )
-            .drop("_asof")
-        )
-    out: list[pl.Expr] = [
-        (pl.col("snapshot_date") - pl.col("first_day")).dt.total_days().cast(pl.Int32).alias("tenure_days"),
-        (pl.col("snapshot_date") - pl.col("last_active_day"))
-        .dt.total_days()
-        .cast(pl.Int32)
-        .alias("recency_days"),
-        pl.col("cum_events").cast(pl.Int64).alias("events_total"),
-    ]
+    grid = snapshot_grid(totals, first, last, longest).lazy()
+    day = pl.col("snapshot_date")
 
     def in_window(col: str, w: int) -> pl.Expr:
-        return pl.col(col) - pl.col(f"{col}__{w}").fill_null(0)
+        # the grid row w rows up is day D - w of the same player when the player had started by then;
+        # otherwise nothing happened before the window and the total itself is the window's sum
+        same = (pl.col("_pc").shift(w) == pl.col("_pc")) & (day.shift(w) == day - timedelta(days=w))
+        return pl.col(col) - pl.when(same).then(pl.col(col).shift(w)).otherwise(0)
 
+    def days_since(col: str) -> pl.Expr:
+        return (day - pl.col(col)).dt.total_days().cast(pl.Int32)
+
+    out: list[pl.Expr] = [
+        days_since("first_day").alias("tenure_days"),
+        days_since("last_active_day").alias("recency_days"),
+        pl.col("cum_events").cast(pl.Int64).alias("events_total"),
+    ]
     for w in windows:
         out.append(in_window("cum_events", w).cast(pl.Int32).alias(f"events_{w}d"))
         out.append(in_window("cum_active_days", w).cast(pl.Int32).alias(f"active_days_{w}d"))
@@ -155,22 +194,21 @@ def _features_for(
         for w in windows:
             out.append(in_window(f"{c}_cum_n", w).cast(pl.Int32).alias(f"{c}_count_{w}d"))
         out.append(pl.col(f"{c}_cum_n").cast(pl.Int32).alias(f"{c}_count_total"))
-        days_since = (pl.col("snapshot_date") - pl.col(f"{c}_last_day")).dt.total_days()
-        out.append(days_since.cast(pl.Int32).alias(f"{c}_recency_days"))
+        out.append(days_since(f"{c}_last_day").alias(f"{c}_recency_days"))
         if t in vocab.valued:
             for w in windows:
                 out.append(in_window(f"{c}_cum_sum", w).cast(pl.Float32).alias(f"{c}_value_sum_{w}d"))
-            mean = in_window(f"{c}_cum_sum", longest) / in_window(f"{c}_cum_n", longest)
+            n_longest = in_window(f"{c}_cum_n", longest)
             out.append(
-                pl.when(in_window(f"{c}_cum_n", longest) > 0)
-                .then(mean)
+                pl.when(n_longest > 0)
+                .then(in_window(f"{c}_cum_sum", longest) / n_longest)
                 .cast(pl.Float32)
                 .alias(f"{c}_value_mean_{longest}d")
             )
             out.append(pl.col(f"{c}_cum_max").cast(pl.Float32).alias(f"{c}_value_max"))
             out.append(pl.col(f"{c}_cum_sum").cast(pl.Float32).alias(f"{c}_value_total"))
-    features = grid.select(*KEY, *out, *ATTRIBUTES)
-    return features.with_columns(game_features(vocab, windows)).sort(KEY)
+    features = grid.select(*KEY, *out, *ATTRIBUTES).filter(day >= first, pl.col("recency_days") < longest)
+    return features.with_columns(game_features(vocab, windows))
 
 
 def _prepare(
@@ -179,12 +217,10 @@ def _prepare(
     windows: Sequence[int],
     max_event_types: int,
     vocab: EventVocabulary | None,
-) -> tuple[pl.LazyFrame, pl.LazyFrame, EventVocabulary, list[int]]:
+) -> tuple[pl.LazyFrame, EventVocabulary, list[int]]:
     events = events.filter(pl.col("event_date") <= last)
     vocab = vocab or event_vocabulary(events, max_event_types)
-    totals = running_totals(daily_activity(events, vocab), vocab)
-    base = totals.select("player_id", pl.col("event_date").alias("_asof"), *_summed(vocab)).sort("_asof")
-    return totals, base, vocab, sorted(set(windows))
+    return running_totals(daily_activity(events, vocab), vocab), vocab, sorted(set(windows))
 
 
 def player_features(
@@ -200,10 +236,10 @@ def player_features(
     Generic features for each event type in the vocabulary (counts and value sums per window,
     value mean over the longest window, lifetime count and max, days since last), activity
     (events, active days per window, tenure, recency), game features where their event types
-    exist, and the player's latest attributes.
+    exist, and the player's latest attributes. Rows come sorted by player and snapshot day.
     """
-    totals, base, vocab, windows = _prepare(events, last, windows, max_event_types, vocab)
-    return _features_for(totals, base, vocab, windows, first, last)
+    totals, vocab, windows = _prepare(events, last, windows, max_event_types, vocab)
+    return _features_for(totals.collect(), vocab, windows, first, last)
 
 
 def player_feature_chunks(
@@ -212,19 +248,30 @@ def player_feature_chunks(
     last: date,
     windows: Sequence[int] = (1, 7, 28),
     max_event_types: int = 40,
-    chunk_days: int = 7,
+    chunk_rows: int = 2_000_000,
 ) -> Iterator[pl.DataFrame]:
-    """`player_features` computed `chunk_days` snapshot days at a time, for bounded memory.
+    """`player_features` in pieces of whole players, each about `chunk_rows` grid rows, for bounded memory.
 
-    Running totals are computed once; each piece holds only its days' rows, with the same columns.
+    Running totals are computed once; the pieces have the same columns and together the same rows.
     """
-    totals, base, vocab, windows = _prepare(events, last, windows, max_event_types, None)
-    totals_df, base_df = pl.collect_all([totals, base])
-    day = first
-    while day <= last:
-        end = min(last, day + timedelta(days=chunk_days - 1))
-        yield _features_for(totals_df.lazy(), base_df.lazy(), vocab, windows, day, end).collect()
-        day = end + timedelta(days=1)
+    totals, vocab, windows = _prepare(events, last, windows, max_event_types, None)
+    totals_df = totals.collect()
+    start1, end1, start2, end2 = _cover(first, last, windows[-1])
+    width = pl.max_horizontal((end1 - start1).dt.total_days() + 1, 0) + pl.max_horizontal(
+        (end2 - start2).dt.total_days() + 1, 0
+    ).fill_null(0)
+    # a piece starts at the first row of the player whose grid rows cross the next multiple of chunk_rows
+    sizes = totals_df.lazy().select("_pc", rows=width.cum_sum() - width)
+    starts = (
+        sizes.group_by("_pc", maintain_order=True)
+        .agg(pl.len().alias("n"), pl.col("rows").first())
+        .select(offset=pl.col("n").cum_sum() - pl.col("n"), piece=pl.col("rows") // max(1, chunk_rows))
+        .unique("piece", keep="first", maintain_order=True)
+        .collect()["offset"]
+        .to_list()
+    )
+    for begin, end in zip(starts, [*starts[1:], totals_df.height], strict=True):
+        yield _features_for(totals_df.slice(begin, end - begin), vocab, windows, first, last).collect()
 
 
 def game_features(vocab: EventVocabulary, windows: Sequence[int]) -> list[pl.Expr]:

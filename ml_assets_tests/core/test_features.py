@@ -98,8 +98,9 @@ def test_chunks_equal_the_whole():
     ]
     events = _events(rows)
     whole = player_features(events, day(2), day(25)).collect()
-    pieces = list(player_feature_chunks(events, day(2), day(25), chunk_days=4))
-    assert len(pieces) == 6
+    pieces = list(player_feature_chunks(events, day(2), day(25), chunk_rows=20))
+    assert len(pieces) == 3
+    assert {p["player_id"].n_unique() for p in pieces} == {1}  # whole players per piece
     assert (
         pl.concat(pieces).sort("player_id", "snapshot_date").equals(whole.sort("player_id", "snapshot_date"))
     )
