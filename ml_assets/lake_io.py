@@ -21,6 +21,8 @@ import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
+from ml_assets.delta_files import WindowWriter, is_local, same_schema
+
 PARTITION_EXPR = "partition_expr"
 
 
@@ -37,23 +39,30 @@ class FrameChunks:
     rows: int = field(default=0, init=False)
     schema: pl.Schema | None = field(default=None, init=False)
 
+    def frames(self, check: Callable[[pl.DataFrame], None]) -> Iterator[pl.DataFrame]:
+        """Every piece, cast to the first's schema, after `check` and `on_chunk` have seen it."""
+        first: pl.Schema | None = None
+        for piece in self.chunks:
+            if first is None:
+                first = self.schema = piece.schema
+            piece = piece.select(list(first)).cast(dict(first))
+            check(piece)
+            if self.on_chunk:
+                self.on_chunk(piece)
+            self.rows += piece.height
+            yield piece
+
     def stream(
         self, check: Callable[[pl.DataFrame], None]
     ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]] | None:
         """Arrow schema and batches of every piece, each cast to the first's schema; None when no pieces."""
-        pieces = iter(self.chunks)
+        pieces = self.frames(check)
         first = next(pieces, None)
         if first is None:
             return None
-        self.schema = first.schema
 
         def batches() -> Iterator[pa.RecordBatch]:
             for piece in itertools.chain([first], pieces):
-                piece = piece.select(list(first.schema)).cast(dict(first.schema))
-                check(piece)
-                if self.on_chunk:
-                    self.on_chunk(piece)
-                self.rows += piece.height
                 yield from piece.to_arrow().to_batches()
 
         return first.to_arrow().schema, batches()
@@ -135,8 +144,23 @@ class DeltaLakeIOManager(dg.ConfigurableIOManager):
                 f"{context.asset_key.to_user_string()}: chunked outputs are for partitioned tables"
             )
         column, start, end, predicate = self._window(context)
-        streamed = obj.stream(lambda piece: _refuse_outside(context, piece, column, start, end))
         exists = self._exists(uri)
+        if is_local(uri):
+            pieces = obj.frames(lambda piece: _refuse_outside(context, piece, column, start, end))
+            first = next(pieces, None)
+            if first is not None and (not exists or same_schema(DeltaTable(uri), first)):
+                writer = WindowWriter(uri, column)
+                for piece in itertools.chain([first], pieces):
+                    writer.write(piece)
+                version = writer.commit(first, start, end)
+                empty = pl.DataFrame(schema=obj.schema)
+                context.add_output_metadata(
+                    {**table_metadata(empty, uri, version), "dagster/row_count": obj.rows}
+                )
+                return
+            # a new column (schema merge), or no rows: write_deltalake's path below
+            obj = FrameChunks(itertools.chain([first] if first is not None else [], pieces))
+        streamed = obj.stream(lambda piece: _refuse_outside(context, piece, column, start, end))
         if streamed is None:
             if exists:  # nothing for this window any more: the rerun still replaces what was there
                 DeltaTable(uri, storage_options=self._options()).delete(predicate)

@@ -8,7 +8,8 @@ import dagster as dg
 import polars as pl
 
 from ml_assets.core.drift import DriftThresholds, drift_summary, feature_drift
-from ml_assets.core.labels import LABEL, look_ahead_days, outcome_labels, scoring_rows
+from ml_assets.core.features import KEY
+from ml_assets.core.labels import LABEL, look_ahead_days, outcome_labels, scoring_columns, scoring_rows
 from ml_assets.core.landing import read_window
 from ml_assets.core.performance import (
     degradation,
@@ -19,8 +20,8 @@ from ml_assets.core.performance import (
 )
 from ml_assets.core.plots import importance_png, markdown_image
 from ml_assets.core.spec import ModelSpec
-from ml_assets.core.training import TrainedModel, predict
-from ml_assets.partitions import window_days
+from ml_assets.core.training import TrainedModel
+from ml_assets.partitions import day_chunks, window_days
 from ml_assets.resources import LakeResource
 from ml_assets.settings import Settings
 
@@ -64,7 +65,12 @@ def build_monitoring_assets(
         name=f"{n}_feature_drift",
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        ins={"player_features": dg.AssetIn(), "production_model": dg.AssetIn(f"{n}_production_model")},
+        ins={
+            "player_features": dg.AssetIn(),
+            # the scores whose drift is measured are the ones served, not a second scoring pass
+            "predictions": dg.AssetIn(f"{n}_predictions"),
+            "production_model": dg.AssetIn(f"{n}_production_model"),
+        },
         metadata={"partition_expr": "snapshot_date"},
         group_name=group,
         kinds={"polars", "delta"},
@@ -75,19 +81,31 @@ def build_monitoring_assets(
         context: dg.AssetExecutionContext,
         lake: LakeResource,
         player_features: pl.LazyFrame,
+        predictions: pl.LazyFrame,
         production_model: TrainedModel,
     ) -> pl.DataFrame:
-        thresholds = drift_thresholds(lake.settings())
+        settings = lake.settings()
+        thresholds = drift_thresholds(settings)
         profile = production_model.profile()
         first, last = window_days(*context.partition_time_window)
+        needed = {*KEY, *profile.numeric, *profile.categorical, *scoring_columns(spec)}
+        columns = [c for c in player_features.collect_schema().names() if c in needed]
+        served = predictions.filter(pl.col("model_version") == production_model.version)
         days = []
-        for day in _days(first, last):
-            rows = scoring_rows(spec, player_features.filter(pl.col("snapshot_date") == day).collect())
-            scores = predict(production_model, rows) if rows.height else None
-            stats = feature_drift(profile, rows, scores, thresholds)
-            days.append(
-                stats.with_columns(snapshot_date=pl.lit(day), model_version=pl.lit(production_model.version))
-            )
+        # a few days per read: one scan per day of a wide table costs more than the statistics
+        for start, end in day_chunks(first, last, int(settings.get("features", "chunk_days"))):
+            in_range = pl.col("snapshot_date").is_between(start, end)
+            features = scoring_rows(spec, player_features.filter(in_range).select(columns).collect())
+            scores = served.filter(in_range).select("snapshot_date", "probability").collect()
+            for day in _days(start, end):
+                rows = features.filter(pl.col("snapshot_date") == day)
+                p = scores.filter(pl.col("snapshot_date") == day)["probability"].to_numpy()
+                stats = feature_drift(profile, rows, p if p.size else None, thresholds)
+                days.append(
+                    stats.with_columns(
+                        snapshot_date=pl.lit(day), model_version=pl.lit(production_model.version)
+                    )
+                )
         frame = pl.concat(days, how="diagonal_relaxed")
         latest = frame.filter(pl.col("snapshot_date") == last)
         summary = drift_summary(alarm_rows(latest, lake.settings()), thresholds)
