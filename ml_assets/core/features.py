@@ -242,20 +242,39 @@ def player_features(
     return _features_for(totals.collect(), vocab, windows, first, last)
 
 
+def _daily_in_pieces(events: pl.LazyFrame, vocab: EventVocabulary, event_days: int) -> pl.DataFrame:
+    """`daily_activity` over `event_days` days of events at a time: memory holds one range's events."""
+    bounds = events.select(lo=pl.col("event_date").min(), hi=pl.col("event_date").max()).collect().row(0)
+    if bounds[0] is None:
+        return daily_activity(events, vocab).collect()
+    parts, day = [], bounds[0]
+    while day <= bounds[1]:
+        end = day + timedelta(days=event_days - 1)
+        parts.append(
+            daily_activity(events.filter(pl.col("event_date").is_between(day, end)), vocab).collect()
+        )
+        day = end + timedelta(days=1)
+    return pl.concat(parts).sort("player_id", "event_date")
+
+
 def player_feature_chunks(
     events: pl.LazyFrame,
     first: date,
     last: date,
     windows: Sequence[int] = (1, 7, 28),
     max_event_types: int = 40,
-    chunk_rows: int = 2_000_000,
+    chunk_rows: int = 1_000_000,
+    event_days: int = 14,
 ) -> Iterator[pl.DataFrame]:
     """`player_features` in pieces of whole players, each about `chunk_rows` grid rows, for bounded memory.
 
-    Running totals are computed once; the pieces have the same columns and together the same rows.
+    Daily activity is aggregated `event_days` of events at a time and running totals are computed
+    once; the pieces have the same columns and together the same rows.
     """
-    totals, vocab, windows = _prepare(events, last, windows, max_event_types, None)
-    totals_df = totals.collect()
+    events = events.filter(pl.col("event_date") <= last)
+    vocab = event_vocabulary(events, max_event_types)
+    windows = sorted(set(windows))
+    totals_df = running_totals(_daily_in_pieces(events, vocab, event_days).lazy(), vocab).collect()
     start1, end1, start2, end2 = _cover(first, last, windows[-1])
     width = pl.max_horizontal((end1 - start1).dt.total_days() + 1, 0) + pl.max_horizontal(
         (end2 - start2).dt.total_days() + 1, 0

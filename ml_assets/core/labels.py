@@ -184,9 +184,22 @@ def build_training_set(spec: ModelSpec, features: pl.LazyFrame, events: pl.LazyF
     for reserved in (LABEL, SPLIT):
         if reserved in columns:
             raise ValueError(f"features already have a {reserved!r} column; it is reserved for the label")
-    labelled = _BUILDERS[kind](spec, features, events).select(*columns, LABEL, SPLIT).collect()
-    labelled = labelled.sort(SPLIT, "player_id", "snapshot_date")
-    return cap_rows(labelled, spec.max_rows, spec.seed)
+    # label and sample on the keys alone, then fetch features only for the kept rows, a day at a
+    # time: all matured snapshot rows with every feature would be ~20x the capped set in memory
+    keys = _BUILDERS[kind](spec, features.select("player_id", "snapshot_date"), events)
+    labelled = keys.select("player_id", "snapshot_date", LABEL, SPLIT).collect()
+    kept = cap_rows(labelled.sort(SPLIT, "player_id", "snapshot_date"), spec.max_rows, spec.seed)
+
+    def with_features(rows: pl.DataFrame, day: date | None) -> pl.DataFrame:
+        source = features if day is None else features.filter(pl.col("snapshot_date") == day)
+        joined = source.join(rows.lazy(), on=["player_id", "snapshot_date"], how="inner")
+        return joined.select(*columns, LABEL, SPLIT).collect()
+
+    days = kept["snapshot_date"].unique().sort().to_list()
+    if not days:
+        return with_features(kept, None)
+    parts = [with_features(kept.filter(pl.col("snapshot_date") == day), day) for day in days]
+    return pl.concat(parts).sort(SPLIT, "player_id", "snapshot_date")
 
 
 def scoring_columns(spec: ModelSpec) -> set[str]:
