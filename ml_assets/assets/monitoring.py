@@ -163,11 +163,21 @@ def build_monitoring_assets(
         last_day = window.last_day if window else date.min
         first, last = window_days(*context.partition_time_window)
         attributes = player_features.select("player_id", "snapshot_date", *SEGMENTS)
-        scored = predictions.join(attributes, on=["player_id", "snapshot_date"], how="left").collect()
-        labelled = outcome_labels(spec, scored, clean_events, last_day)
+        scored = predictions.join(attributes, on=["player_id", "snapshot_date"], how="left")
+
+        def labelled_days() -> Iterator[tuple[date, pl.DataFrame]]:
+            # a week of predictions at a time, with only the events their outcomes can depend on
+            for start, end in day_chunks(first, last, int(settings.get("features", "chunk_days"))):
+                rows = scored.filter(pl.col("snapshot_date").is_between(start, end)).collect()
+                outcomes = clean_events.filter(
+                    pl.col("event_date").is_between(start, end + timedelta(days=ahead), closed="right")
+                )
+                labelled = outcome_labels(spec, rows, outcomes, last_day)
+                for day in _days(start, end):
+                    yield day, labelled.filter(pl.col("snapshot_date") == day)
+
         out = []
-        for day in _days(first, last):
-            rows = labelled.filter(pl.col("snapshot_date") == day)
+        for day, rows in labelled_days():
             if rows.height == 0:
                 continue
             p = rows["probability"].to_numpy()

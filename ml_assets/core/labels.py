@@ -245,20 +245,27 @@ def outcome_labels(spec: ModelSpec, rows: pl.DataFrame, events: pl.LazyFrame, la
     a purchase event came in that window. Null while the window has not fully passed (last_day).
     """
     ahead = look_ahead_days(spec)
-    keys = rows.select("player_id", "snapshot_date").unique()
     wanted = events.select("player_id", "event_date", "event_type")
     if spec.label.kind == "first_purchase":
         wanted = wanted.filter(pl.col("event_type") == spec.label.purchase_event)
+    # the first qualifying day after each snapshot (an as-of join): a hit when it is within the window
+    after = wanted.select("player_id", _on=pl.col("event_date")).unique().sort("_on")
     hits = (
-        keys.lazy()
-        .join(wanted.select("player_id", "event_date").unique(), on="player_id")
-        .filter(
-            (pl.col("event_date") > pl.col("snapshot_date"))
-            & (pl.col("event_date") <= pl.col("snapshot_date") + pl.duration(days=ahead))
-        )
+        rows.lazy()
         .select("player_id", "snapshot_date")
         .unique()
-        .with_columns(_hit=pl.lit(True))
+        .with_columns(_on=pl.col("snapshot_date"))
+        .sort("_on")
+        .join_asof(
+            after.with_columns(_next=pl.col("_on")),
+            on="_on",
+            by="player_id",
+            strategy="forward",
+            allow_exact_matches=False,
+            check_sortedness=False,
+        )
+        .filter(pl.col("_next") <= pl.col("snapshot_date") + pl.duration(days=ahead))
+        .select("player_id", "snapshot_date", _hit=pl.lit(True))
         .collect()
     )
     matured = pl.col("snapshot_date") + pl.duration(days=ahead) <= pl.lit(last_day)
