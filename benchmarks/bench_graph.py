@@ -16,12 +16,15 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+from ml_assets import ALLOCATOR_CONF
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
@@ -46,8 +49,38 @@ TARGET_S = 180.0  # goal for ~10M events (100k players x 90 days)
 TARGET_RSS = 4 * GIB
 
 
-def step_timings(instance: Any, run_id: str) -> list[dict[str, Any]]:
-    """Per step of the run: duration (STEP_SUCCESS/FAILURE), outcome and the assets it materialized."""
+class RssSampler:
+    """This process's resident memory every `interval` seconds, on a thread, as (unix time, bytes)."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._stop.is_set():
+            with open("/proc/self/statm") as statm:
+                self.samples.append((time.time(), int(statm.read().split()[1]) * page))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peak_between(self, start: float, end: float) -> int | None:
+        inside = [rss for t, rss in self.samples if start <= t <= end]
+        return max(inside) if inside else None
+
+
+def step_timings(instance: Any, run_id: str, rss: RssSampler | None = None) -> list[dict[str, Any]]:
+    """Per step of the run: duration (STEP_SUCCESS/FAILURE), outcome, the assets it materialized and
+    (with `rss`) the process's peak resident memory while it ran."""
     from dagster import DagsterEventType
 
     wanted = {
@@ -71,6 +104,9 @@ def step_timings(instance: Any, run_id: str) -> list[dict[str, Any]]:
             step["duration_s"] = round(ev.event_specific_data.duration_ms / 1000, 2)
             step["ended"] = entry.timestamp
     ordered = sorted(steps.values(), key=lambda s: s.get("started", 0.0))
+    for s in ordered:
+        if rss is not None and "started" in s and "ended" in s:
+            s["peak_rss_bytes"] = rss.peak_between(s["started"], s["ended"])
     return [{k: v for k, v in s.items() if k not in ("started", "ended")} for s in ordered]
 
 
@@ -95,9 +131,10 @@ def worker(size_name: str, keep: bool, explain_top: int | None = None) -> dict[s
         rss_after_simulate = peak_rss_bytes_self()
         instance = instance_for(settings)
         started = time.perf_counter()
-        summary = materialize(settings, instance)
+        with RssSampler() as rss:
+            summary = materialize(settings, instance)
         run_s = time.perf_counter() - started
-        steps = step_timings(instance, summary.run_id)
+        steps = step_timings(instance, summary.run_id, rss)
         clean_rows = pl.scan_delta(f"{settings.lake_uri}/clean_events").select(pl.len()).collect().item()
         return {
             "explain_top": explain_top if explain_top is not None else 3,
@@ -145,7 +182,7 @@ def render(results: list[dict[str, Any]], command: str, info: dict[str, Any]) ->
         if "failed" in r
     ]
     step_names = [s["step"] for s in done[0]["steps"]] if done else []
-    step_headers = ["step (assets)", *[f"{r['size']} s" for r in done]]
+    step_headers = ["step (assets)", *[h for r in done for h in (f"{r['size']} s", f"{r['size']} peak GiB")]]
     step_rows = []
     for name in step_names:
         assets = next(s["assets"] for s in done[0]["steps"] if s["step"] == name)
@@ -154,6 +191,8 @@ def render(results: list[dict[str, Any]], command: str, info: dict[str, Any]) ->
         for r in done:
             match = [s for s in r["steps"] if s["step"] == name]
             cells.append(fmt_s(match[0]["duration_s"]) if match and "duration_s" in match[0] else "-")
+            peak = match[0].get("peak_rss_bytes") if match else None
+            cells.append(fmt_gib(peak) if peak else "-")
         step_rows.append([label, *cells])
     verdicts = []
     for r in results:
@@ -176,7 +215,8 @@ def render(results: list[dict[str, Any]], command: str, info: dict[str, Any]) ->
     notes = (
         "Run s is `ml_assets.runner.materialize` (one in-process run on the SQLite instance, every "
         "asset, every landed day); step durations are Dagster's STEP_SUCCESS durations (IO manager "
-        "writes to Delta included). Peak RSS is the whole process (simulation included)."
+        "writes to Delta included). Peak RSS is the whole process (simulation included); a step's "
+        "peak GiB is the process's resident memory sampled every 0.1 s while the step ran."
     )
     md = "\n\n".join(
         [
@@ -218,7 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.explain_top is not None:
             child += ["--explain-top", str(args.explain_top)]
         try:
-            r = run_child(child)
+            # the allocator setting the CLI gets by importing ml_assets before Polars (ml_assets/__init__)
+            allocator = os.environ.get("_RJEM_MALLOC_CONF", ALLOCATOR_CONF)
+            r = run_child(child, env={"_RJEM_MALLOC_CONF": allocator})
         except ChildFailed as exc:
             # recorded, not swallowed: the table and the exit code show it
             log(f"        FAILED: {exc}")

@@ -42,7 +42,10 @@ class FrameChunks:
     def frames(self, check: Callable[[pl.DataFrame], None]) -> Iterator[pl.DataFrame]:
         """Every piece, cast to the first's schema, after `check` and `on_chunk` have seen it."""
         first: pl.Schema | None = None
-        for piece in self.chunks:
+        # let go of the source once read: Dagster's in-process result keeps every output object
+        # until the run ends, and a source such as `collect_batches` holds its buffers
+        source, self.chunks = self.chunks, ()
+        for piece in source:
             if first is None:
                 first = self.schema = piece.schema
             piece = piece.select(list(first)).cast(dict(first))

@@ -30,7 +30,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "windows": [1, 7, 28],  # trailing windows in days, inclusive of the snapshot day
         "max_event_types": 40,  # generic features for at most this many event types (most frequent first)
         "chunk_days": 7,  # days cleaned and scored per piece: bounds memory on long backfills
-        "chunk_rows": 1_000_000,  # feature rows (whole players) computed and written per piece
+        "chunk_rows": 500_000,  # feature rows (whole players) computed and written per piece
     },
     "drift": {
         # a feature drifts when PSI > psi AND its effect size passes too (normalised Wasserstein for
