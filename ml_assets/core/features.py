@@ -4,7 +4,8 @@ A snapshot row (snapshot_date D, player) uses only events on or before D. The po
 snapshot is every player active in the longest trailing window ending at D. Windows are computed
 from running totals over a player's active days: the total at D minus the total at D - w. Each
 active day is expanded into the days it stands for, in player-then-day order, so D - w is simply
-the row w rows up: no joins, no sorts and no per-group window functions over the big table.
+the row w places up; the feature table is then gathered from the small totals table by index:
+no joins, no sorts and no per-group window functions over the big table.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import polars as pl
 
 ATTRIBUTES = ("platform", "country", "app_version")
 KEY = ["player_id", "snapshot_date"]
+# Running totals are column scans (cum_sum, shift, forward_fill) that the in-memory engine runs
+# about 30% faster than the streaming engine, Polars' default
+_SCANS = "in-memory"
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,9 @@ def daily_activity(events: pl.LazyFrame, vocab: EventVocabulary) -> pl.LazyFrame
         c, is_t = vocab.column(t), pl.col("event_type") == t
         aggs.append(is_t.sum().cast(pl.Int32).alias(f"{c}_n"))
         if t in vocab.valued:
-            aggs.append(pl.col("value").filter(is_t).sum().alias(f"{c}_sum"))
-            aggs.append(pl.col("value").filter(is_t).max().alias(f"{c}_max"))
+            value = pl.when(is_t).then(pl.col("value"))  # cheaper than a filter inside each group
+            aggs.append(value.sum().alias(f"{c}_sum"))
+            aggs.append(value.max().alias(f"{c}_max"))
     aggs += [pl.col(a).drop_nulls().last().alias(a) for a in ATTRIBUTES]
     return events.group_by("player_id", "event_date").agg(aggs).sort("player_id", "event_date")
 
@@ -66,7 +71,7 @@ def running_totals(daily: pl.LazyFrame, vocab: EventVocabulary) -> pl.LazyFrame:
     Totals are global cumulative sums minus the value where the player's rows begin: plain
     column scans, several times faster than grouped (`over`) window functions on this table.
     """
-    starts = pl.col("_pc") != pl.col("_pc").shift(1).fill_null(-1)
+    starts = pl.col("_start")
     day = pl.col("event_date")
     never = pl.lit(date(1, 1, 1))  # a player's own "not yet": forward fills must not cross players
 
@@ -91,11 +96,33 @@ def running_totals(daily: pl.LazyFrame, vocab: EventVocabulary) -> pl.LazyFrame:
         cums.append(last_day(f"{c}_n").alias(f"{c}_last_day"))
         if t in vocab.valued:
             cums.append(per_player_sum(f"{c}_sum", pl.Float64()).alias(f"{c}_cum_sum"))
-            cums.append(pl.col(f"{c}_max").cum_max().forward_fill().over("_pc").alias(f"{c}_cum_max"))
+            cums.append(_per_player_max(f"{c}_max").alias(f"{c}_cum_max"))
     cums += [pl.col(a).forward_fill().over("_pc") for a in ATTRIBUTES]
     # the per-day counts, sums and maxima only feed the totals: dropping them keeps the table narrow
     per_day = ["n_events", *[f"{vocab.column(t)}_{k}" for t in vocab.types for k in ("n", "sum", "max")]]
-    return daily.with_columns(_pc=_player_code()).with_columns(cums).drop(per_day, strict=False)
+    return (
+        daily.with_columns(_pc=_player_code())
+        .with_columns(_start=pl.col("_pc") != pl.col("_pc").shift(1).fill_null(-1))
+        .with_columns(cums)
+        .drop(*per_day, "_start", strict=False)
+    )
+
+
+def _per_player_max(col: str) -> pl.Expr:
+    """Running maximum of `col` within each player's rows (sorted by player), as Float32.
+
+    The player code and an order-preserving 32-bit key of the value are packed into one Int64,
+    so a single global `cum_max` never carries a maximum across players: about ten times faster
+    than `cum_max().over(...)`. Features store maxima as Float32, and rounding to Float32 keeps
+    order, so the result equals the Float64 maximum rounded. NaN is skipped, as Polars' max does.
+    """
+    bits = pl.col(col).fill_nan(None).cast(pl.Float32).reinterpret(dtype=pl.Int32).cast(pl.Int64)
+    # non-negative floats order like their bits; negative ones in reverse. 0 stays free for "none yet"
+    key = pl.when(bits >= 0).then(bits + 2**31).otherwise(-bits - 1).fill_null(0)
+    player = pl.col("_pc").cast(pl.Int64) * 2**32
+    best = (player + key).cum_max() - player
+    bits = pl.when(best >= 2**31).then(best - 2**31).otherwise(-best - 1).cast(pl.Int32)
+    return pl.when(best > 0).then(bits.reinterpret(dtype=pl.Float32))
 
 
 def _summed(vocab: EventVocabulary) -> list[str]:
@@ -132,36 +159,70 @@ def _cover(first: date, last: date, longest: int) -> tuple[pl.Expr, pl.Expr, pl.
     return start1, end1, start2, end2
 
 
-def snapshot_grid(totals: pl.DataFrame, first: date, last: date, longest: int) -> pl.DataFrame:
-    """A row per (player, day) each carrying the running totals of the player's last active day.
+@dataclass(frozen=True)
+class SnapshotIndex:
+    """Population rows of a range of snapshot days, as positions in a player-sorted totals table.
 
-    `totals` must be sorted by player and day. Rows stay in that order and cover every day in
-    [first - longest, last] that a population row's windows look back on (see `_cover`);
-    `player_features` keeps the population rows among them. The rows are gathered by index
-    (NumPy repeat), several times faster than exploding lists of dates.
+    `rows[i]` is the totals row (the player's last active day on or before the snapshot day)
+    of population row i, `days[i]` its snapshot day (days since 1970-01-01), and `lagged[w][i]`
+    the totals row that was current w days earlier, or `len(totals)` when the player had not
+    started yet (a row of zeros stands there).
     """
-    totals = totals.filter(pl.col("event_date") <= last)
+
+    rows: np.ndarray
+    days: np.ndarray
+    lagged: dict[int, np.ndarray]
+
+
+def snapshot_index(totals: pl.DataFrame, first: date, last: date, windows: Sequence[int]) -> SnapshotIndex:
+    """The population rows of snapshot days [first, last] and their windows' lagged rows.
+
+    `totals` must be sorted by player and day and carry `_pc`. Every active day is expanded into
+    the days it covers (two spans, see `_cover`) in player-then-day order by NumPy repeat. Within
+    a run of consecutive days of one player, the day w days before a row is the row w places
+    earlier; a row fewer than w places into its run has nothing before the window.
+    """
+    longest = max(windows)
     start1, end1, start2, end2 = _cover(first, last, longest)
 
     def length(start: pl.Expr, end: pl.Expr) -> pl.Expr:
         return ((end - start).dt.total_days() + 1).clip(lower_bound=0).fill_null(0).cast(pl.Int64)
 
-    spans = totals.select(
-        s1=start1.cast(pl.Int64), n1=length(start1, end1), s2=start2.cast(pl.Int64), n2=length(start2, end2)
+    bounds = totals.select(
+        s1=start1.cast(pl.Int32),
+        n1=length(start1, end1),
+        s2=start2.cast(pl.Int32).fill_null(0),
+        n2=length(start2, end2),
     )
-    n1 = spans["n1"].to_numpy()
-    n = n1 + spans["n2"].to_numpy()
-    row = np.repeat(np.arange(len(n)), n)
-    k = np.arange(len(row)) - np.repeat(np.cumsum(n) - n, n)  # position within the row's days
-    in_first = k < n1[row]
-    day = np.where(
-        in_first, spans["s1"].to_numpy()[row] + k, spans["s2"].fill_null(0).to_numpy()[row] + k - n1[row]
-    )
-    return (
-        totals[row]
-        .with_columns(snapshot_date=pl.Series(day).cast(pl.Int32).cast(pl.Date))
-        .rename({"event_date": "last_active_day"})
-    )
+
+    def interleave(a: pl.Series | np.ndarray, b: pl.Series | np.ndarray) -> np.ndarray:
+        # span 2i is totals row i's first span, 2i + 1 its second
+        return np.stack([np.asarray(a), np.asarray(b)], axis=1).ravel()
+
+    rows = np.arange(totals.height, dtype=np.int32)
+    pc = totals["_pc"].to_numpy()
+    start, days = interleave(bounds["s1"], bounds["s2"]), interleave(bounds["n1"], bounds["n2"])
+    player, span_row = interleave(pc, pc), interleave(rows, rows)
+    first_span = interleave(np.ones(totals.height, dtype=bool), np.zeros(totals.height, dtype=bool))
+    kept = days > 0
+    start, days, player, span_row, first_span = (a[kept] for a in (start, days, player, span_row, first_span))
+    offset = np.cumsum(days) - days  # grid position of each span's first day
+    # a span continues the previous one's run when it is the same player's next day
+    follows = np.zeros(len(days), dtype=bool)
+    follows[1:] = (player[1:] == player[:-1]) & (start[1:] == start[:-1] + days[:-1])
+    run_first = np.maximum.accumulate(np.where(follows, 0, np.arange(len(days))))
+    position = np.arange(int(days.sum()))
+    day = np.repeat(start - offset, days) + position
+    in_run = position - np.repeat(offset[run_first], days)
+    row = np.repeat(span_row, days)
+    # first spans hold exactly the population days (within `longest` of the active day)
+    first_n = (first - date(1970, 1, 1)).days
+    population = np.flatnonzero(np.repeat(first_span, days) & (day >= first_n))
+    lagged = {
+        w: np.where(in_run[population] >= w, row[np.maximum(population - w, 0)], len(totals)).astype(np.int32)
+        for w in windows
+    }
+    return SnapshotIndex(rows=row[population], days=day[population], lagged=lagged)
 
 
 def _features_for(
@@ -169,14 +230,22 @@ def _features_for(
 ) -> pl.LazyFrame:
     """Feature rows for snapshot days [first, last] from running totals sorted by player and day."""
     longest = windows[-1]
-    grid = snapshot_grid(totals, first, last, longest).lazy()
+    index = snapshot_index(totals, first, last, windows)
+    totals = totals.rechunk()  # a gather from one chunk is several times faster than from many
+    summed = totals.select(_summed(vocab))
+    with_zeros = pl.concat([summed, summed.clear(1).fill_null(0)]).rechunk()
+    grid = pl.concat(
+        [
+            totals[index.rows].rename({"event_date": "last_active_day"}),
+            pl.DataFrame({"snapshot_date": pl.Series(index.days).cast(pl.Date)}),
+            *(with_zeros[index.lagged[w]].rename(lambda c, w=w: f"{c}@{w}") for w in windows),
+        ],
+        how="horizontal",
+    ).lazy()
     day = pl.col("snapshot_date")
 
     def in_window(col: str, w: int) -> pl.Expr:
-        # the grid row w rows up is day D - w of the same player when the player had started by then;
-        # otherwise nothing happened before the window and the total itself is the window's sum
-        same = (pl.col("_pc").shift(w) == pl.col("_pc")) & (day.shift(w) == day - timedelta(days=w))
-        return pl.col(col) - pl.when(same).then(pl.col(col).shift(w)).otherwise(0)
+        return pl.col(col) - pl.col(f"{col}@{w}")
 
     def days_since(col: str) -> pl.Expr:
         return (day - pl.col(col)).dt.total_days().cast(pl.Int32)
@@ -207,8 +276,7 @@ def _features_for(
             )
             out.append(pl.col(f"{c}_cum_max").cast(pl.Float32).alias(f"{c}_value_max"))
             out.append(pl.col(f"{c}_cum_sum").cast(pl.Float32).alias(f"{c}_value_total"))
-    features = grid.select(*KEY, *out, *ATTRIBUTES).filter(day >= first, pl.col("recency_days") < longest)
-    return features.with_columns(game_features(vocab, windows))
+    return grid.select(*KEY, *out, *ATTRIBUTES).with_columns(game_features(vocab, windows))
 
 
 def _prepare(
@@ -239,7 +307,7 @@ def player_features(
     exist, and the player's latest attributes. Rows come sorted by player and snapshot day.
     """
     totals, vocab, windows = _prepare(events, last, windows, max_event_types, vocab)
-    return _features_for(totals.collect(), vocab, windows, first, last)
+    return _features_for(totals.collect(engine=_SCANS), vocab, windows, first, last)
 
 
 def _daily_in_pieces(events: pl.LazyFrame, vocab: EventVocabulary, event_days: int) -> pl.DataFrame:
@@ -274,7 +342,9 @@ def player_feature_chunks(
     events = events.filter(pl.col("event_date") <= last)
     vocab = event_vocabulary(events, max_event_types)
     windows = sorted(set(windows))
-    totals_df = running_totals(_daily_in_pieces(events, vocab, event_days).lazy(), vocab).collect()
+    totals_df = running_totals(_daily_in_pieces(events, vocab, event_days).lazy(), vocab).collect(
+        engine=_SCANS
+    )
     start1, end1, start2, end2 = _cover(first, last, windows[-1])
     width = pl.max_horizontal((end1 - start1).dt.total_days() + 1, 0) + pl.max_horizontal(
         (end2 - start2).dt.total_days() + 1, 0

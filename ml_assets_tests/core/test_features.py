@@ -104,3 +104,51 @@ def test_chunks_equal_the_whole():
     assert (
         pl.concat(pieces).sort("player_id", "snapshot_date").equals(whole.sort("player_id", "snapshot_date"))
     )
+
+
+def test_lifetime_max_stays_within_each_player():
+    # "a" sorts first with the larger values: a running maximum must not carry over to "b"
+    events = _events(
+        [
+            ("a", day(0), "purchase", 50.0),
+            ("a", day(2), "purchase", 7.5),
+            ("b", day(1), "session_start", None),
+            ("b", day(2), "purchase", 3.25),
+            ("b", day(4), "purchase", 9.0),
+            ("b", day(5), "purchase", 0.0),
+        ]
+    )
+    f = player_features(events, day(1), day(5)).collect()
+    max_by_day = {
+        (r["player_id"], r["snapshot_date"]): r["ev_purchase_value_max"] for r in f.iter_rows(named=True)
+    }
+    assert max_by_day[("a", day(1))] == 50.0 and max_by_day[("a", day(5))] == 50.0
+    assert max_by_day[("b", day(1))] is None  # no purchase yet
+    assert [max_by_day[("b", day(d))] for d in (2, 3, 4, 5)] == [3.25, 3.25, 9.0, 9.0]
+
+
+def test_snapshot_index_lags_only_within_a_run_of_the_same_player():
+    from ml_assets.core.features import snapshot_index
+
+    totals = pl.DataFrame(
+        {"event_date": [day(0), day(3), day(1)], "_pc": pl.Series([1, 1, 2], dtype=pl.Int32)}
+    )
+    index = snapshot_index(totals, day(0), day(4), windows=(1, 3))
+    # population: within 3 days of an active day. Player 1: days 0-2 from row 0, 3-4 from row 1;
+    # player 2: days 1-3 from row 2
+    assert index.days.tolist() == [_n(d) for d in [0, 1, 2, 3, 4, 1, 2, 3]]
+    assert index.rows.tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
+    none = 3  # the zero row after the totals
+    assert index.lagged[1].tolist() == [none, 0, 0, 0, 1, none, 2, 2]
+    assert index.lagged[3].tolist() == [none, none, none, 0, 0, none, none, none]
+
+    # a gap longer than the window: the days before the next active day still stand for row 0
+    gap = pl.DataFrame({"event_date": [day(0), day(8)], "_pc": pl.Series([1, 1], dtype=pl.Int32)})
+    index = snapshot_index(gap, day(0), day(9), windows=(1, 3))
+    assert index.days.tolist() == [_n(d) for d in [0, 1, 2, 8, 9]]
+    assert index.lagged[1].tolist() == [2, 0, 0, 0, 1]
+    assert index.lagged[3].tolist() == [2, 2, 2, 0, 0]
+
+
+def _n(d: int) -> int:
+    return (day(d) - date(1970, 1, 1)).days
