@@ -23,6 +23,7 @@ KEY = ["player_id", "snapshot_date"]
 # Running totals are column scans (cum_sum, shift, forward_fill) that the in-memory engine runs
 # about 30% faster than the streaming engine, Polars' default
 _SCANS = "in-memory"
+_WHOLE_PIECE_ROWS = 2_000_000  # `player_features` computes pieces of this many grid rows, then concatenates
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,8 @@ def event_vocabulary(events: pl.LazyFrame, max_types: int) -> EventVocabulary:
     return EventVocabulary(types=types, valued=valued)
 
 
-def daily_activity(events: pl.LazyFrame, vocab: EventVocabulary) -> pl.LazyFrame:
-    """One row per (player, active day): counts and value sums/maxima per event type, attributes."""
+def daily_activity(events: pl.LazyFrame, vocab: EventVocabulary) -> pl.DataFrame:
+    """One row per (player, active day), sorted: counts and value sums/maxima per event type, attributes."""
     aggs: list[pl.Expr] = [pl.len().cast(pl.Int32).alias("n_events")]
     for t in vocab.types:
         c, is_t = vocab.column(t), pl.col("event_type") == t
@@ -62,7 +63,9 @@ def daily_activity(events: pl.LazyFrame, vocab: EventVocabulary) -> pl.LazyFrame
             aggs.append(value.sum().alias(f"{c}_sum"))
             aggs.append(value.max().alias(f"{c}_max"))
     aggs += [pl.col(a).drop_nulls().last().alias(a) for a in ATTRIBUTES]
-    return events.group_by("player_id", "event_date").agg(aggs).sort("player_id", "event_date")
+    daily = events.group_by("player_id", "event_date").agg(aggs).sort("player_id", "event_date")
+    # the streaming engine (Polars' default) runs this group-by about 30% faster at 10M events
+    return daily.collect(engine="streaming")
 
 
 def running_totals(daily: pl.LazyFrame, vocab: EventVocabulary) -> pl.LazyFrame:
@@ -70,59 +73,97 @@ def running_totals(daily: pl.LazyFrame, vocab: EventVocabulary) -> pl.LazyFrame:
 
     Totals are global cumulative sums minus the value where the player's rows begin: plain
     column scans, several times faster than grouped (`over`) window functions on this table.
+    The scans run as separate steps whose results later steps read as columns: an expression
+    that uses a scan twice would otherwise compute it twice.
     """
     starts = pl.col("_start")
     day = pl.col("event_date")
     never = pl.lit(date(1, 1, 1))  # a player's own "not yet": forward fills must not cross players
+    player = pl.col("_pc").cast(pl.Int64) * 2**32
+    summed: dict[str, pl.DataType] = {"n_events": pl.Int32()}  # a player never has 2**31 events
+    counted, maxima = [], []
+    for t in vocab.types:
+        c = vocab.column(t)
+        summed[f"{c}_n"] = pl.Int32()
+        counted.append(f"{c}_n")
+        if t in vocab.valued:
+            summed[f"{c}_sum"] = pl.Float64()
+            maxima.append(f"{c}_max")
 
-    def per_player_sum(col: str, dtype: pl.DataType) -> pl.Expr:
-        x = pl.col(col).fill_null(0).cast(dtype)
-        total = x.cum_sum()
-        return total - pl.when(starts).then(total - x).forward_fill()
-
-    def last_day(col: str) -> pl.Expr:
-        seen = pl.when(pl.col(col) > 0).then(day).when(starts).then(never).forward_fill()
-        return pl.when(seen != never).then(seen)
+    def daily_value(col: str) -> pl.Expr:
+        return pl.col(col).fill_null(0).cast(summed[col])
 
     row = pl.int_range(pl.len(), dtype=pl.Int32)
-    cums: list[pl.Expr] = [
-        per_player_sum("n_events", pl.Int64()).alias("cum_events"),
-        (row - pl.when(starts).then(row).forward_fill() + 1).alias("cum_active_days"),
+    scans = [
+        *(daily_value(col).cum_sum().alias(f"_run_{col}") for col in summed),
+        *((player + pl.col(f"_key_{col}")).cum_max().sub(player).alias(f"_best_{col}") for col in maxima),
+        *(
+            pl.when(pl.col(col) > 0).then(day).when(starts).then(never).forward_fill().alias(f"_seen_{col}")
+            for col in counted
+        ),
+        pl.when(starts).then(row).forward_fill().alias("_first_row"),
         pl.when(starts).then(day).forward_fill().alias("first_day"),
+        *(pl.col(a).forward_fill().over("_pc") for a in ATTRIBUTES),
+    ]
+
+    def per_player(col: str) -> pl.Expr:
+        run = pl.col(f"_run_{col}")
+        return run - pl.when(starts).then(run - daily_value(col)).forward_fill()
+
+    cums: list[pl.Expr] = [
+        per_player("n_events").alias("cum_events"),
+        (row - pl.col("_first_row") + 1).alias("cum_active_days"),
     ]
     for t in vocab.types:
         c = vocab.column(t)
-        cums.append(per_player_sum(f"{c}_n", pl.Int64()).cast(pl.Int32).alias(f"{c}_cum_n"))
-        cums.append(last_day(f"{c}_n").alias(f"{c}_last_day"))
+        seen = pl.col(f"_seen_{c}_n")
+        cums.append(per_player(f"{c}_n").cast(pl.Int32).alias(f"{c}_cum_n"))
+        cums.append(pl.when(seen != never).then(seen).alias(f"{c}_last_day"))
         if t in vocab.valued:
-            cums.append(per_player_sum(f"{c}_sum", pl.Float64()).alias(f"{c}_cum_sum"))
-            cums.append(_per_player_max(f"{c}_max").alias(f"{c}_cum_max"))
-    cums += [pl.col(a).forward_fill().over("_pc") for a in ATTRIBUTES]
+            cums.append(per_player(f"{c}_sum").alias(f"{c}_cum_sum"))
+            cums.append(_value_of_key(pl.col(f"_best_{c}_max")).alias(f"{c}_cum_max"))
     # the per-day counts, sums and maxima only feed the totals: dropping them keeps the table narrow
-    per_day = ["n_events", *[f"{vocab.column(t)}_{k}" for t in vocab.types for k in ("n", "sum", "max")]]
+    temporary = [
+        *summed,
+        *maxima,
+        "_start",
+        "_first_row",
+        *(
+            f"_{k}_{col}"
+            for k, cols in (("run", summed), ("best", maxima), ("seen", counted), ("key", maxima))
+            for col in cols
+        ),
+    ]
     return (
         daily.with_columns(_pc=_player_code())
-        .with_columns(_start=pl.col("_pc") != pl.col("_pc").shift(1).fill_null(-1))
+        .with_columns(
+            (pl.col("_pc") != pl.col("_pc").shift(1).fill_null(-1)).alias("_start"),
+            *(_key_of_value(pl.col(col)).alias(f"_key_{col}") for col in maxima),
+        )
+        .with_columns(scans)
         .with_columns(cums)
-        .drop(*per_day, "_start", strict=False)
+        .drop(temporary, strict=False)
     )
 
 
-def _per_player_max(col: str) -> pl.Expr:
-    """Running maximum of `col` within each player's rows (sorted by player), as Float32.
+# Running maxima within each player: the player code and an order-preserving 32-bit key of the
+# value are packed into one Int64, so a single global `cum_max` never carries a maximum across
+# players: about ten times faster than `cum_max().over(...)`. Features store maxima as Float32, and
+# rounding to Float32 keeps order, so the result equals the Float64 maximum rounded. NaN is
+# skipped, as Polars' max does; key 0 stands for "no value yet".
 
-    The player code and an order-preserving 32-bit key of the value are packed into one Int64,
-    so a single global `cum_max` never carries a maximum across players: about ten times faster
-    than `cum_max().over(...)`. Features store maxima as Float32, and rounding to Float32 keeps
-    order, so the result equals the Float64 maximum rounded. NaN is skipped, as Polars' max does.
-    """
-    bits = pl.col(col).fill_nan(None).cast(pl.Float32).reinterpret(dtype=pl.Int32).cast(pl.Int64)
-    # non-negative floats order like their bits; negative ones in reverse. 0 stays free for "none yet"
-    key = pl.when(bits >= 0).then(bits + 2**31).otherwise(-bits - 1).fill_null(0)
-    player = pl.col("_pc").cast(pl.Int64) * 2**32
-    best = (player + key).cum_max() - player
-    bits = pl.when(best >= 2**31).then(best - 2**31).otherwise(-best - 1).cast(pl.Int32)
-    return pl.when(best > 0).then(bits.reinterpret(dtype=pl.Float32))
+
+def _key_of_value(value: pl.Expr) -> pl.Expr:
+    """An Int64 in [1, 2**32) that orders like `value` rounded to Float32; 0 where it is null or NaN."""
+    bits = value.fill_nan(None).cast(pl.Float32).reinterpret(dtype=pl.Int32).cast(pl.Int64)
+    # non-negative floats order like their bits, negative ones in reverse
+    return pl.when(bits >= 0).then(bits + 2**31).otherwise(-bits - 1).fill_null(0)
+
+
+def _value_of_key(key: pl.Expr) -> pl.Expr:
+    """The Float32 value of a `_key_of_value` key (null for 0)."""
+    bits = pl.when(key >= 2**31).then(key - 2**31).otherwise(-key - 1).cast(pl.Int32)
+    return pl.when(key > 0).then(bits.reinterpret(dtype=pl.Float32))
 
 
 def _summed(vocab: EventVocabulary) -> list[str]:
@@ -186,7 +227,7 @@ def snapshot_index(totals: pl.DataFrame, first: date, last: date, windows: Seque
     start1, end1, start2, end2 = _cover(first, last, longest)
 
     def length(start: pl.Expr, end: pl.Expr) -> pl.Expr:
-        return ((end - start).dt.total_days() + 1).clip(lower_bound=0).fill_null(0).cast(pl.Int64)
+        return ((end - start).dt.total_days() + 1).clip(lower_bound=0).fill_null(0).cast(pl.Int32)
 
     bounds = totals.select(
         s1=start1.cast(pl.Int32),
@@ -206,20 +247,26 @@ def snapshot_index(totals: pl.DataFrame, first: date, last: date, windows: Seque
     first_span = interleave(np.ones(totals.height, dtype=bool), np.zeros(totals.height, dtype=bool))
     kept = days > 0
     start, days, player, span_row, first_span = (a[kept] for a in (start, days, player, span_row, first_span))
-    offset = np.cumsum(days) - days  # grid position of each span's first day
+    offset = np.cumsum(days, dtype=np.int32) - days  # grid position of each span's first day
     # a span continues the previous one's run when it is the same player's next day
     follows = np.zeros(len(days), dtype=bool)
     follows[1:] = (player[1:] == player[:-1]) & (start[1:] == start[:-1] + days[:-1])
-    run_first = np.maximum.accumulate(np.where(follows, 0, np.arange(len(days))))
-    position = np.arange(int(days.sum()))
-    day = np.repeat(start - offset, days) + position
+    run_first = np.maximum.accumulate(np.where(follows, 0, np.arange(len(days), dtype=np.int32)))
+    position = np.arange(
+        int(days.sum()), dtype=np.int32
+    )  # int32 throughout: these arrays are the grid's size
+    day = np.repeat(start - offset, days)
+    day += position
     in_run = position - np.repeat(offset[run_first], days)
     row = np.repeat(span_row, days)
     # first spans hold exactly the population days (within `longest` of the active day)
     first_n = (first - date(1970, 1, 1)).days
-    population = np.flatnonzero(np.repeat(first_span, days) & (day >= first_n))
+    in_population = np.repeat(first_span, days)
+    in_population &= day >= first_n
+    population = np.flatnonzero(in_population).astype(np.int32)
+    population_in_run = in_run[population]
     lagged = {
-        w: np.where(in_run[population] >= w, row[np.maximum(population - w, 0)], len(totals)).astype(np.int32)
+        w: np.where(population_in_run >= w, row[np.maximum(population - w, 0)], np.int32(len(totals)))
         for w in windows
     }
     return SnapshotIndex(rows=row[population], days=day[population], lagged=lagged)
@@ -230,8 +277,8 @@ def _features_for(
 ) -> pl.LazyFrame:
     """Feature rows for snapshot days [first, last] from running totals sorted by player and day."""
     longest = windows[-1]
-    index = snapshot_index(totals, first, last, windows)
     totals = totals.rechunk()  # a gather from one chunk is several times faster than from many
+    index = snapshot_index(totals, first, last, windows)
     summed = totals.select(_summed(vocab))
     with_zeros = pl.concat([summed, summed.clear(1).fill_null(0)]).rechunk()
     grid = pl.concat(
@@ -248,7 +295,8 @@ def _features_for(
         return pl.col(col) - pl.col(f"{col}@{w}")
 
     def days_since(col: str) -> pl.Expr:
-        return (day - pl.col(col)).dt.total_days().cast(pl.Int32)
+        # dates are day numbers underneath: subtracting those skips the Duration round trip
+        return day.to_physical() - pl.col(col).to_physical()
 
     out: list[pl.Expr] = [
         days_since("first_day").alias("tenure_days"),
@@ -279,18 +327,6 @@ def _features_for(
     return grid.select(*KEY, *out, *ATTRIBUTES).with_columns(game_features(vocab, windows))
 
 
-def _prepare(
-    events: pl.LazyFrame,
-    last: date,
-    windows: Sequence[int],
-    max_event_types: int,
-    vocab: EventVocabulary | None,
-) -> tuple[pl.LazyFrame, EventVocabulary, list[int]]:
-    events = events.filter(pl.col("event_date") <= last)
-    vocab = vocab or event_vocabulary(events, max_event_types)
-    return running_totals(daily_activity(events, vocab), vocab), vocab, sorted(set(windows))
-
-
 def player_features(
     events: pl.LazyFrame,
     first: date,
@@ -306,21 +342,26 @@ def player_features(
     (events, active days per window, tenure, recency), game features where their event types
     exist, and the player's latest attributes. Rows come sorted by player and snapshot day.
     """
-    totals, vocab, windows = _prepare(events, last, windows, max_event_types, vocab)
-    return _features_for(totals.collect(engine=_SCANS), vocab, windows, first, last)
+    events = events.filter(pl.col("event_date") <= last)
+    vocab = vocab or event_vocabulary(events, max_event_types)
+    totals = running_totals(daily_activity(events, vocab).lazy(), vocab).collect(engine=_SCANS)
+    # pieces keep the intermediate tables small (and in cache); the output is their concatenation
+    windows = sorted(set(windows))
+    pieces = list(_pieces(totals, vocab, windows, first, last, _WHOLE_PIECE_ROWS))
+    if not pieces:  # no events: the empty table still has every column
+        pieces = [_features_for(totals, vocab, windows, first, last).collect()]
+    return pl.concat(pieces, rechunk=False).lazy()
 
 
 def _daily_in_pieces(events: pl.LazyFrame, vocab: EventVocabulary, event_days: int) -> pl.DataFrame:
     """`daily_activity` over `event_days` days of events at a time: memory holds one range's events."""
     bounds = events.select(lo=pl.col("event_date").min(), hi=pl.col("event_date").max()).collect().row(0)
     if bounds[0] is None:
-        return daily_activity(events, vocab).collect()
+        return daily_activity(events, vocab)
     parts, day = [], bounds[0]
     while day <= bounds[1]:
         end = day + timedelta(days=event_days - 1)
-        parts.append(
-            daily_activity(events.filter(pl.col("event_date").is_between(day, end)), vocab).collect()
-        )
+        parts.append(daily_activity(events.filter(pl.col("event_date").is_between(day, end)), vocab))
         day = end + timedelta(days=1)
     return pl.concat(parts).sort("player_id", "event_date")
 
@@ -342,25 +383,34 @@ def player_feature_chunks(
     events = events.filter(pl.col("event_date") <= last)
     vocab = event_vocabulary(events, max_event_types)
     windows = sorted(set(windows))
-    totals_df = running_totals(_daily_in_pieces(events, vocab, event_days).lazy(), vocab).collect(
-        engine=_SCANS
-    )
+    totals = running_totals(_daily_in_pieces(events, vocab, event_days).lazy(), vocab).collect(engine=_SCANS)
+    yield from _pieces(totals, vocab, windows, first, last, chunk_rows)
+
+
+def _pieces(
+    totals: pl.DataFrame, vocab: EventVocabulary, windows: list[int], first: date, last: date, chunk_rows: int
+) -> Iterator[pl.DataFrame]:
+    """Feature rows of whole players, about `chunk_rows` grid rows per piece, from sorted totals."""
+    if totals.is_empty():
+        return
+    totals = totals.rechunk()  # a gather from one chunk is several times faster than from many
     start1, end1, start2, end2 = _cover(first, last, windows[-1])
     width = pl.max_horizontal((end1 - start1).dt.total_days() + 1, 0) + pl.max_horizontal(
         (end2 - start2).dt.total_days() + 1, 0
     ).fill_null(0)
     # a piece starts at the first row of the player whose grid rows cross the next multiple of chunk_rows
-    sizes = totals_df.lazy().select("_pc", rows=width.cum_sum() - width)
+    piece = (width.cum_sum() - width) // max(1, chunk_rows)
+    player_starts = totals.lazy().select(
+        row=pl.int_range(pl.len()), piece=piece, starts=pl.col("_pc") != pl.col("_pc").shift(1).fill_null(-1)
+    )
     starts = (
-        sizes.group_by("_pc", maintain_order=True)
-        .agg(pl.len().alias("n"), pl.col("rows").first())
-        .select(offset=pl.col("n").cum_sum() - pl.col("n"), piece=pl.col("rows") // max(1, chunk_rows))
-        .unique("piece", keep="first", maintain_order=True)
-        .collect()["offset"]
+        player_starts.filter("starts")
+        .filter(pl.col("piece") != pl.col("piece").shift(1).fill_null(-1))
+        .collect(engine=_SCANS)["row"]
         .to_list()
     )
-    for begin, end in zip(starts, [*starts[1:], totals_df.height], strict=True):
-        yield _features_for(totals_df.slice(begin, end - begin), vocab, windows, first, last).collect()
+    for begin, end in zip(starts, [*starts[1:], totals.height], strict=True):
+        yield _features_for(totals.slice(begin, end - begin), vocab, windows, first, last).collect()
 
 
 def game_features(vocab: EventVocabulary, windows: Sequence[int]) -> list[pl.Expr]:

@@ -152,3 +152,12 @@ def test_snapshot_index_lags_only_within_a_run_of_the_same_player():
 
 def _n(d: int) -> int:
     return (day(d) - date(1970, 1, 1)).days
+
+
+def test_no_events_give_an_empty_table_and_no_pieces():
+    from ml_assets.core.features import player_feature_chunks
+
+    events = _events([("a", day(0), "x", 1.0)]).filter(pl.col("player_id") == "nobody")
+    empty = player_features(events, day(0), day(3)).collect()
+    assert empty.height == 0 and {"player_id", "snapshot_date", "events_7d", "platform"} <= set(empty.columns)
+    assert list(player_feature_chunks(events, day(0), day(3))) == []
