@@ -376,6 +376,8 @@ def worker(variant: str, path: Path, repeat: int, subset: float | None) -> dict[
         "snapshot_days": (last - first).days + 1,
         # 1-minute load average before the run: above ~0.5 another process shared the 2 cores
         "loadavg_1m_before": round(load_before, 2),
+        # Polars' jemalloc reads this when it starts; how soon it returns freed pages moves our time
+        "allocator": os.environ.get("_RJEM_MALLOC_CONF") or "jemalloc defaults",
     }
 
 
@@ -553,6 +555,9 @@ def render(entries: list[dict[str, Any]], command: str, info: dict[str, Any]) ->
         "Compute time excludes interpreter start and loading the Parquet file; peak RSS is the whole",
         "worker process (load included). Polars runs on every core; pandas is single-threaded.",
     ]
+    allocators = {r.get("allocator") for e in entries for v, r in e["results"].items() if v != "pandas"}
+    if allocators - {None}:
+        notes.append(f"Polars' allocator: {', '.join(sorted(a for a in allocators if a))}.")
     eq = [e for e in entries if "equivalence" in e]
     if eq:
         c = eq[0]["equivalence"]
