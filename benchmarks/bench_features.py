@@ -376,9 +376,19 @@ def worker(variant: str, path: Path, repeat: int, subset: float | None) -> dict[
         "snapshot_days": (last - first).days + 1,
         # 1-minute load average before the run: above ~0.5 another process shared the 2 cores
         "loadavg_1m_before": round(load_before, 2),
-        # Polars' jemalloc reads this when it starts; how soon it returns freed pages moves our time
-        "allocator": os.environ.get("_RJEM_MALLOC_CONF") or "jemalloc defaults",
+        # how soon jemalloc returns freed pages to the OS moves our time by up to ~25% at 1M
+        "allocator": effective_jemalloc_conf(),
     }
+
+
+def effective_jemalloc_conf() -> str:
+    """jemalloc options Polars started with: its defaults, then `_RJEM_MALLOC_CONF` (later ones win)."""
+    options: dict[str, str] = {}
+    for item in os.environ.get("_RJEM_MALLOC_CONF", "").split(","):
+        if ":" in item:
+            key, value = item.split(":", 1)
+            options[key] = value
+    return ",".join(f"{k}:{v}" for k, v in options.items()) or "jemalloc defaults"
 
 
 def mismatches(ours: pl.DataFrame, other: pl.DataFrame) -> list[str]:
@@ -557,7 +567,8 @@ def render(entries: list[dict[str, Any]], command: str, info: dict[str, Any]) ->
     ]
     allocators = {r.get("allocator") for e in entries for v, r in e["results"].items() if v != "pandas"}
     if allocators - {None}:
-        notes.append(f"Polars' allocator: {', '.join(sorted(a for a in allocators if a))}.")
+        conf = ", ".join(sorted(a for a in allocators if a))
+        notes.append(f"Polars' jemalloc options (the worker imports Polars before ml_assets): {conf}.")
     eq = [e for e in entries if "equivalence" in e]
     if eq:
         c = eq[0]["equivalence"]
