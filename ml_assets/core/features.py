@@ -60,7 +60,7 @@ def daily_activity(events: pl.LazyFrame, vocab: EventVocabulary) -> pl.DataFrame
         aggs.append(is_t.sum().cast(pl.Int32).alias(f"{c}_n"))
         if t in vocab.valued:
             value = pl.when(is_t).then(pl.col("value"))  # cheaper than a filter inside each group
-            aggs.append(value.sum().alias(f"{c}_sum"))
+            aggs.append(value.otherwise(0.0).sum().alias(f"{c}_sum"))  # non-null sums ~10% faster
             aggs.append(value.max().alias(f"{c}_max"))
     aggs += [pl.col(a).drop_nulls().last().alias(a) for a in ATTRIBUTES]
     daily = events.group_by("player_id", "event_date").agg(aggs).sort("player_id", "event_date")
@@ -181,23 +181,32 @@ def _player_code() -> pl.Expr:
     return (pl.col("player_id") != pl.col("player_id").shift(1)).fill_null(True).cum_sum().cast(pl.Int32)
 
 
-def _cover(first: date, last: date, longest: int) -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
-    """Snapshot days each active day stands for, as two ranges (start1, end1, start2, end2).
+def _spans(
+    totals: pl.DataFrame, first: date, last: date, longest: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Snapshot days each active day stands for, as two spans: (start1, length1, start2, length2).
 
     An active day covers the days until the player's next active day, but only the first `longest`
     (after that the player has left the population) and the last `longest` (the next active day's
     windows look back that far). So on every snapshot day of a population row, each of the `longest`
     days before it has a grid row of its own: windows become shifts within the player's rows.
+    Days are numbers since 1970-01-01; `totals` is sorted by player and day and carries `_pc`.
     """
-    day = pl.col("event_date")
-    same_next = pl.col("_pc").shift(-1) == pl.col("_pc")
-    next_day = pl.when(same_next).then(day.shift(-1))
-    lo = pl.lit(first - timedelta(days=longest))
-    start1 = pl.max_horizontal(day, lo)
-    end1 = pl.min_horizontal(day + timedelta(days=longest - 1), next_day - timedelta(days=1), pl.lit(last))
-    start2 = pl.max_horizontal(day + timedelta(days=longest), next_day - timedelta(days=longest), lo)
-    end2 = pl.min_horizontal(next_day - timedelta(days=1), pl.lit(last))
-    return start1, end1, start2, end2
+    day = totals["event_date"].to_physical().to_numpy().astype(np.int32)
+    player = totals["_pc"].to_numpy()
+    lo, hi = _day_number(first) - longest, _day_number(last)
+    following = np.full(len(day), 2**30, dtype=np.int32)  # far future: no next active day
+    same = player[1:] == player[:-1]
+    following[:-1][same] = day[1:][same]
+    start1 = np.maximum(day, lo)
+    end1 = np.minimum(np.minimum(day + (longest - 1), following - 1), hi)
+    start2 = np.maximum(np.maximum(day + longest, following - longest), lo)
+    end2 = np.minimum(following - 1, hi)
+    return start1, np.maximum(end1 - start1 + 1, 0), start2, np.maximum(end2 - start2 + 1, 0)
+
+
+def _day_number(d: date) -> int:
+    return (d - date(1970, 1, 1)).days
 
 
 @dataclass(frozen=True)
@@ -219,50 +228,32 @@ def snapshot_index(totals: pl.DataFrame, first: date, last: date, windows: Seque
     """The population rows of snapshot days [first, last] and their windows' lagged rows.
 
     `totals` must be sorted by player and day and carry `_pc`. Every active day is expanded into
-    the days it covers (two spans, see `_cover`) in player-then-day order by NumPy repeat. Within
+    the days it covers (two spans, see `_spans`) in player-then-day order by NumPy repeat. Within
     a run of consecutive days of one player, the day w days before a row is the row w places
     earlier; a row fewer than w places into its run has nothing before the window.
     """
     longest = max(windows)
-    start1, end1, start2, end2 = _cover(first, last, longest)
-
-    def length(start: pl.Expr, end: pl.Expr) -> pl.Expr:
-        return ((end - start).dt.total_days() + 1).clip(lower_bound=0).fill_null(0).cast(pl.Int32)
-
-    bounds = totals.select(
-        s1=start1.cast(pl.Int32),
-        n1=length(start1, end1),
-        s2=start2.cast(pl.Int32).fill_null(0),
-        n2=length(start2, end2),
-    )
-
-    def interleave(a: pl.Series | np.ndarray, b: pl.Series | np.ndarray) -> np.ndarray:
-        # span 2i is totals row i's first span, 2i + 1 its second
-        return np.stack([np.asarray(a), np.asarray(b)], axis=1).ravel()
-
-    rows = np.arange(totals.height, dtype=np.int32)
-    pc = totals["_pc"].to_numpy()
-    start, days = interleave(bounds["s1"], bounds["s2"]), interleave(bounds["n1"], bounds["n2"])
-    player, span_row = interleave(pc, pc), interleave(rows, rows)
-    first_span = interleave(np.ones(totals.height, dtype=bool), np.zeros(totals.height, dtype=bool))
-    kept = days > 0
-    start, days, player, span_row, first_span = (a[kept] for a in (start, days, player, span_row, first_span))
+    start1, length1, start2, length2 = _spans(totals, first, last, longest)
+    # span 2i is totals row i's first span, 2i + 1 its second; empty spans are left out
+    starts = np.stack([start1, start2], axis=1).ravel()
+    lengths = np.stack([length1, length2], axis=1).ravel()
+    kept = np.flatnonzero(lengths).astype(np.int32)
+    start, days, span_row = starts[kept], lengths[kept], kept >> 1
+    first_span, player = (kept & 1) == 0, totals["_pc"].to_numpy()[span_row]
     offset = np.cumsum(days, dtype=np.int32) - days  # grid position of each span's first day
     # a span continues the previous one's run when it is the same player's next day
     follows = np.zeros(len(days), dtype=bool)
     follows[1:] = (player[1:] == player[:-1]) & (start[1:] == start[:-1] + days[:-1])
     run_first = np.maximum.accumulate(np.where(follows, 0, np.arange(len(days), dtype=np.int32)))
-    position = np.arange(
-        int(days.sum()), dtype=np.int32
-    )  # int32 throughout: these arrays are the grid's size
+    # int32 throughout: these arrays have a row per grid day
+    position = np.arange(int(days.sum()), dtype=np.int32)
     day = np.repeat(start - offset, days)
     day += position
     in_run = position - np.repeat(offset[run_first], days)
     row = np.repeat(span_row, days)
     # first spans hold exactly the population days (within `longest` of the active day)
-    first_n = (first - date(1970, 1, 1)).days
     in_population = np.repeat(first_span, days)
-    in_population &= day >= first_n
+    in_population &= day >= _day_number(first)
     population = np.flatnonzero(in_population).astype(np.int32)
     population_in_run = in_run[population]
     lagged = {
@@ -283,7 +274,7 @@ def _features_for(
     with_zeros = pl.concat([summed, summed.clear(1).fill_null(0)]).rechunk()
     grid = pl.concat(
         [
-            totals[index.rows].rename({"event_date": "last_active_day"}),
+            totals.drop("_pc")[index.rows].rename({"event_date": "last_active_day"}),
             pl.DataFrame({"snapshot_date": pl.Series(index.days).cast(pl.Date)}),
             *(with_zeros[index.lagged[w]].rename(lambda c, w=w: f"{c}@{w}") for w in windows),
         ],
@@ -303,6 +294,9 @@ def _features_for(
         days_since("last_active_day").alias("recency_days"),
         pl.col("cum_events").cast(pl.Int64).alias("events_total"),
     ]
+    # value sums stay Float64 until means are taken from them, in a second step: a mean written in
+    # the first would compute its window's count and sum a second time
+    means: list[pl.Expr] = []
     for w in windows:
         out.append(in_window("cum_events", w).cast(pl.Int32).alias(f"events_{w}d"))
         out.append(in_window("cum_active_days", w).cast(pl.Int32).alias(f"active_days_{w}d"))
@@ -313,18 +307,19 @@ def _features_for(
         out.append(pl.col(f"{c}_cum_n").cast(pl.Int32).alias(f"{c}_count_total"))
         out.append(days_since(f"{c}_last_day").alias(f"{c}_recency_days"))
         if t in vocab.valued:
-            for w in windows:
-                out.append(in_window(f"{c}_cum_sum", w).cast(pl.Float32).alias(f"{c}_value_sum_{w}d"))
-            n_longest = in_window(f"{c}_cum_n", longest)
-            out.append(
-                pl.when(n_longest > 0)
-                .then(in_window(f"{c}_cum_sum", longest) / n_longest)
-                .cast(pl.Float32)
-                .alias(f"{c}_value_mean_{longest}d")
-            )
+            out += [in_window(f"{c}_cum_sum", w).alias(f"{c}_value_sum_{w}d") for w in windows]
+            out.append(pl.lit(None, pl.Float32).alias(f"{c}_value_mean_{longest}d"))
+            n, total = pl.col(f"{c}_count_{longest}d"), pl.col(f"{c}_value_sum_{longest}d")
+            means.append(pl.when(n > 0).then(total / n).cast(pl.Float32).alias(f"{c}_value_mean_{longest}d"))
             out.append(pl.col(f"{c}_cum_max").cast(pl.Float32).alias(f"{c}_value_max"))
             out.append(pl.col(f"{c}_cum_sum").cast(pl.Float32).alias(f"{c}_value_total"))
-    return grid.select(*KEY, *out, *ATTRIBUTES).with_columns(game_features(vocab, windows))
+    sums = pl.col(f"^ev_.*_value_sum_({'|'.join(str(w) for w in windows)})d$")
+    return (
+        grid.select(*KEY, *out, *ATTRIBUTES)
+        .with_columns(means)
+        .with_columns(sums.cast(pl.Float32))
+        .with_columns(game_features(vocab, windows))
+    )
 
 
 def player_features(
@@ -394,21 +389,13 @@ def _pieces(
     if totals.is_empty():
         return
     totals = totals.rechunk()  # a gather from one chunk is several times faster than from many
-    start1, end1, start2, end2 = _cover(first, last, windows[-1])
-    width = pl.max_horizontal((end1 - start1).dt.total_days() + 1, 0) + pl.max_horizontal(
-        (end2 - start2).dt.total_days() + 1, 0
-    ).fill_null(0)
+    _, length1, _, length2 = _spans(totals, first, last, windows[-1])
+    width = (length1 + length2).astype(np.int64)
     # a piece starts at the first row of the player whose grid rows cross the next multiple of chunk_rows
-    piece = (width.cum_sum() - width) // max(1, chunk_rows)
-    player_starts = totals.lazy().select(
-        row=pl.int_range(pl.len()), piece=piece, starts=pl.col("_pc") != pl.col("_pc").shift(1).fill_null(-1)
-    )
-    starts = (
-        player_starts.filter("starts")
-        .filter(pl.col("piece") != pl.col("piece").shift(1).fill_null(-1))
-        .collect(engine=_SCANS)["row"]
-        .to_list()
-    )
+    player = totals["_pc"].to_numpy()
+    player_start = np.flatnonzero(np.concatenate([[True], player[1:] != player[:-1]]))
+    piece = (np.cumsum(width) - width)[player_start] // max(1, chunk_rows)
+    starts = player_start[np.concatenate([[True], piece[1:] != piece[:-1]])].tolist()
     for begin, end in zip(starts, [*starts[1:], totals.height], strict=True):
         yield _features_for(totals.slice(begin, end - begin), vocab, windows, first, last).collect()
 
