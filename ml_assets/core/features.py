@@ -308,16 +308,16 @@ def _features_for(
         out.append(days_since(f"{c}_last_day").alias(f"{c}_recency_days"))
         if t in vocab.valued:
             out += [in_window(f"{c}_cum_sum", w).alias(f"{c}_value_sum_{w}d") for w in windows]
-            out.append(pl.lit(None, pl.Float32).alias(f"{c}_value_mean_{longest}d"))
+            out.append(pl.lit(None, pl.Float32).alias(f"{c}_value_mean_{longest}d"))  # keeps its place
             n, total = pl.col(f"{c}_count_{longest}d"), pl.col(f"{c}_value_sum_{longest}d")
             means.append(pl.when(n > 0).then(total / n).cast(pl.Float32).alias(f"{c}_value_mean_{longest}d"))
             out.append(pl.col(f"{c}_cum_max").cast(pl.Float32).alias(f"{c}_value_max"))
             out.append(pl.col(f"{c}_cum_sum").cast(pl.Float32).alias(f"{c}_value_total"))
-    sums = pl.col(f"^ev_.*_value_sum_({'|'.join(str(w) for w in windows)})d$")
+    sums = [f"{vocab.column(t)}_value_sum_{w}d" for t in vocab.types if t in vocab.valued for w in windows]
     return (
         grid.select(*KEY, *out, *ATTRIBUTES)
         .with_columns(means)
-        .with_columns(sums.cast(pl.Float32))
+        .with_columns(pl.col(sums).cast(pl.Float32))
         .with_columns(game_features(vocab, windows))
     )
 
