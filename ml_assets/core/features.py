@@ -339,13 +339,19 @@ def player_features(
     """
     events = events.filter(pl.col("event_date") <= last)
     vocab = vocab or event_vocabulary(events, max_event_types)
-    totals = running_totals(daily_activity(events, vocab).lazy(), vocab).collect(engine=_SCANS)
+    totals = _totals(daily_activity(events, vocab), vocab)
     # pieces keep the intermediate tables small (and in cache); the output is their concatenation
     windows = sorted(set(windows))
     pieces = list(_pieces(totals, vocab, windows, first, last, _WHOLE_PIECE_ROWS))
     if not pieces:  # no events: the empty table still has every column
         pieces = [_features_for(totals, vocab, windows, first, last).collect()]
     return pl.concat(pieces, rechunk=False).lazy()
+
+
+def _totals(daily: pl.DataFrame, vocab: EventVocabulary) -> pl.DataFrame:
+    """`running_totals` of a daily table, in one chunk: the feature rows are gathered from it, and a
+    gather from one chunk is several times faster than from many. The chunked result is let go at once."""
+    return running_totals(daily.lazy(), vocab).collect(engine=_SCANS).rechunk()
 
 
 def _daily_in_pieces(events: pl.LazyFrame, vocab: EventVocabulary, event_days: int) -> pl.DataFrame:
@@ -378,7 +384,7 @@ def player_feature_chunks(
     events = events.filter(pl.col("event_date") <= last)
     vocab = event_vocabulary(events, max_event_types)
     windows = sorted(set(windows))
-    totals = running_totals(_daily_in_pieces(events, vocab, event_days).lazy(), vocab).collect(engine=_SCANS)
+    totals = _totals(_daily_in_pieces(events, vocab, event_days), vocab)
     yield from _pieces(totals, vocab, windows, first, last, chunk_rows)
 
 
@@ -388,7 +394,6 @@ def _pieces(
     """Feature rows of whole players, about `chunk_rows` grid rows per piece, from sorted totals."""
     if totals.is_empty():
         return
-    totals = totals.rechunk()  # a gather from one chunk is several times faster than from many
     _, length1, _, length2 = _spans(totals, first, last, windows[-1])
     width = (length1 + length2).astype(np.int64)
     # a piece starts at the first row of the player whose grid rows cross the next multiple of chunk_rows
