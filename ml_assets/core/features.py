@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -68,8 +69,13 @@ def daily_activity(events: pl.LazyFrame, vocab: EventVocabulary) -> pl.DataFrame
     return daily.collect(engine="streaming")
 
 
-def running_totals(daily: pl.LazyFrame, vocab: EventVocabulary) -> pl.LazyFrame:
+def running_totals(
+    daily: pl.LazyFrame, vocab: EventVocabulary, fill: Sequence[str] = ATTRIBUTES
+) -> pl.LazyFrame:
     """`daily` (sorted by player and day) with running totals up to and including each active day.
+
+    Attributes in `fill` (by default all) take the player's latest non-null value where a day has
+    none; a caller that knows an attribute has no nulls leaves it out and saves the scan.
 
     Totals are global cumulative sums minus the value where the player's rows begin: plain
     column scans, several times faster than grouped (`over`) window functions on this table.
@@ -103,7 +109,17 @@ def running_totals(daily: pl.LazyFrame, vocab: EventVocabulary) -> pl.LazyFrame:
         ),
         pl.when(starts).then(row).forward_fill().alias("_first_row"),
         pl.when(starts).then(day).forward_fill().alias("first_day"),
-        *(pl.col(a).forward_fill().over("_pc") for a in ATTRIBUTES),
+        # the row of the player's latest non-null value (-1: none yet); an integer scan is cheaper
+        # than forward-filling the strings over each player
+        *(
+            pl.when(pl.col(a).is_not_null())
+            .then(row)
+            .when(starts)
+            .then(-1)
+            .forward_fill()
+            .alias(f"_latest_{a}")
+            for a in fill
+        ),
     ]
 
     def per_player(col: str) -> pl.Expr:
@@ -111,6 +127,12 @@ def running_totals(daily: pl.LazyFrame, vocab: EventVocabulary) -> pl.LazyFrame:
         return run - pl.when(starts).then(run - daily_value(col)).forward_fill()
 
     cums: list[pl.Expr] = [
+        *(
+            pl.when(pl.col(f"_latest_{a}") >= 0)
+            .then(pl.col(a).gather(pl.col(f"_latest_{a}").clip(0)))
+            .alias(a)
+            for a in fill
+        ),
         per_player("n_events").alias("cum_events"),
         (row - pl.col("_first_row") + 1).alias("cum_active_days"),
     ]
@@ -128,6 +150,7 @@ def running_totals(daily: pl.LazyFrame, vocab: EventVocabulary) -> pl.LazyFrame:
         *maxima,
         "_start",
         "_first_row",
+        *(f"_latest_{a}" for a in fill),
         *(
             f"_{k}_{col}"
             for k, cols in (("run", summed), ("best", maxima), ("seen", counted), ("key", maxima))
@@ -264,12 +287,12 @@ def snapshot_index(totals: pl.DataFrame, first: date, last: date, windows: Seque
 
 
 def _features_for(
-    totals: pl.DataFrame, vocab: EventVocabulary, windows: Sequence[int], first: date, last: date
+    totals: pl.DataFrame, index: SnapshotIndex, vocab: EventVocabulary, windows: Sequence[int]
 ) -> pl.LazyFrame:
-    """Feature rows for snapshot days [first, last] from running totals sorted by player and day."""
+    """Feature rows of `index` (the population of some snapshot days) from running totals sorted by
+    player and day."""
     longest = windows[-1]
     totals = totals.rechunk()  # a gather from one chunk is several times faster than from many
-    index = snapshot_index(totals, first, last, windows)
     summed = totals.select(_summed(vocab))
     with_zeros = pl.concat([summed, summed.clear(1).fill_null(0)]).rechunk()
     grid = pl.concat(
@@ -339,19 +362,22 @@ def player_features(
     """
     events = events.filter(pl.col("event_date") <= last)
     vocab = vocab or event_vocabulary(events, max_event_types)
-    totals = _totals(daily_activity(events, vocab), vocab)
     # pieces keep the intermediate tables small (and in cache); the output is their concatenation
-    windows = sorted(set(windows))
-    pieces = list(_pieces(totals, vocab, windows, first, last, _WHOLE_PIECE_ROWS))
-    if not pieces:  # no events: the empty table still has every column
-        pieces = [_features_for(totals, vocab, windows, first, last).collect()]
+    daily, windows = daily_activity(events, vocab), sorted(set(windows))
+    if daily.is_empty():  # no events: the empty table still has every column
+        keys = daily.select(_player_code().alias("_pc"), "event_date")
+        return _features_for(
+            _totals(daily, vocab), snapshot_index(keys, first, last, windows), vocab, windows
+        )
+    pieces = list(_pieces(daily, vocab, windows, first, last, _WHOLE_PIECE_ROWS))
     return pl.concat(pieces, rechunk=False).lazy()
 
 
 def _totals(daily: pl.DataFrame, vocab: EventVocabulary) -> pl.DataFrame:
     """`running_totals` of a daily table, in one chunk: the feature rows are gathered from it, and a
     gather from one chunk is several times faster than from many. The chunked result is let go at once."""
-    return running_totals(daily.lazy(), vocab).collect(engine=_SCANS).rechunk()
+    fill = [a for a in ATTRIBUTES if daily[a].null_count() > 0]
+    return running_totals(daily.lazy(), vocab, fill).collect(engine=_SCANS).rechunk()
 
 
 def _daily_in_pieces(events: pl.LazyFrame, vocab: EventVocabulary, event_days: int) -> pl.DataFrame:
@@ -383,26 +409,53 @@ def player_feature_chunks(
     """
     events = events.filter(pl.col("event_date") <= last)
     vocab = event_vocabulary(events, max_event_types)
-    windows = sorted(set(windows))
-    totals = _totals(_daily_in_pieces(events, vocab, event_days), vocab)
-    yield from _pieces(totals, vocab, windows, first, last, chunk_rows)
+    daily = _daily_in_pieces(events, vocab, event_days)
+    yield from _pieces(daily, vocab, sorted(set(windows)), first, last, chunk_rows)
 
 
 def _pieces(
-    totals: pl.DataFrame, vocab: EventVocabulary, windows: list[int], first: date, last: date, chunk_rows: int
+    daily: pl.DataFrame, vocab: EventVocabulary, windows: list[int], first: date, last: date, chunk_rows: int
 ) -> Iterator[pl.DataFrame]:
-    """Feature rows of whole players, about `chunk_rows` grid rows per piece, from sorted totals."""
-    if totals.is_empty():
+    """Feature rows of whole players, about `chunk_rows` grid rows per piece, from sorted daily activity.
+
+    A piece's snapshot index is NumPy work on one core: a worker thread computes it one piece ahead
+    (the first while the running totals are computed), so it overlaps the multi-threaded Polars
+    steps. With no events there are no pieces.
+    """
+    keys = daily.select(_player_code().alias("_pc"), "event_date")
+    bounds = _piece_bounds(keys, first, last, windows[-1], chunk_rows)
+    if not bounds:
         return
-    _, length1, _, length2 = _spans(totals, first, last, windows[-1])
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-index") as pool:
+
+        def index_of(piece: int) -> Future[SnapshotIndex]:
+            begin, end = bounds[piece]
+            return pool.submit(snapshot_index, keys.slice(begin, end - begin), first, last, windows)
+
+        ahead = index_of(0)
+        totals = _totals(daily, vocab)
+        del daily  # the totals replace it
+        for piece, (begin, end) in enumerate(bounds):
+            index = ahead.result()
+            if piece + 1 < len(bounds):
+                ahead = index_of(piece + 1)
+            yield _features_for(totals.slice(begin, end - begin), index, vocab, windows).collect()
+
+
+def _piece_bounds(
+    keys: pl.DataFrame, first: date, last: date, longest: int, chunk_rows: int
+) -> list[tuple[int, int]]:
+    """Row ranges of whole players, about `chunk_rows` grid rows each, of a player-sorted daily table."""
+    if keys.is_empty():
+        return []
+    _, length1, _, length2 = _spans(keys, first, last, longest)
     width = (length1 + length2).astype(np.int64)
     # a piece starts at the first row of the player whose grid rows cross the next multiple of chunk_rows
-    player = totals["_pc"].to_numpy()
+    player = keys["_pc"].to_numpy()
     player_start = np.flatnonzero(np.concatenate([[True], player[1:] != player[:-1]]))
     piece = (np.cumsum(width) - width)[player_start] // max(1, chunk_rows)
     starts = player_start[np.concatenate([[True], piece[1:] != piece[:-1]])].tolist()
-    for begin, end in zip(starts, [*starts[1:], totals.height], strict=True):
-        yield _features_for(totals.slice(begin, end - begin), vocab, windows, first, last).collect()
+    return list(zip(starts, [*starts[1:], keys.height], strict=True))
 
 
 def game_features(vocab: EventVocabulary, windows: Sequence[int]) -> list[pl.Expr]:
