@@ -161,3 +161,27 @@ def test_no_events_give_an_empty_table_and_no_pieces():
     empty = player_features(events, day(0), day(3)).collect()
     assert empty.height == 0 and {"player_id", "snapshot_date", "events_7d", "platform"} <= set(empty.columns)
     assert list(player_feature_chunks(events, day(0), day(3))) == []
+
+
+def test_attributes_are_the_latest_known_and_never_cross_players():
+    events = _events(
+        [
+            ("a", day(0), "session_start", None),
+            ("a", day(1), "session_start", None),  # no platform that day: the day-0 one holds
+            ("a", day(2), "session_start", None),
+            ("b", day(0), "session_start", None),  # "b" never reports one: "a"'s must not leak in
+            ("b", day(2), "session_start", None),
+        ]
+    ).with_columns(
+        platform=pl.when(pl.col("player_id") == "b")
+        .then(None)
+        .when(pl.col("event_date") == day(0))
+        .then(pl.lit("ios"))
+        .when(pl.col("event_date") == day(2))
+        .then(pl.lit("android"))
+    )
+    f = player_features(events, day(0), day(2)).collect()
+    platform = {(r["player_id"], r["snapshot_date"]): r["platform"] for r in f.iter_rows(named=True)}
+    assert [platform[("a", day(d))] for d in (0, 1, 2)] == ["ios", "ios", "android"]
+    assert [platform[("b", day(d))] for d in (0, 1, 2)] == [None, None, None]
+    assert f["country"].to_list() == ["US"] * 6  # no nulls: taken as they are
