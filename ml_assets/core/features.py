@@ -369,8 +369,9 @@ def player_features(
         return _features_for(
             _totals(daily, vocab), snapshot_index(keys, first, last, windows), vocab, windows
         )
-    pieces = list(_pieces(daily, vocab, windows, first, last, _WHOLE_PIECE_ROWS))
-    return pl.concat(pieces, rechunk=False).lazy()
+    pieces = _pieces(daily, vocab, windows, first, last, _WHOLE_PIECE_ROWS)
+    del daily  # `_pieces` lets it go once the running totals replace it
+    return pl.concat(list(pieces), rechunk=False).lazy()
 
 
 def _totals(daily: pl.DataFrame, vocab: EventVocabulary) -> pl.DataFrame:
@@ -409,8 +410,10 @@ def player_feature_chunks(
     """
     events = events.filter(pl.col("event_date") <= last)
     vocab = event_vocabulary(events, max_event_types)
-    daily = _daily_in_pieces(events, vocab, event_days)
-    yield from _pieces(daily, vocab, sorted(set(windows)), first, last, chunk_rows)
+    # no local name for the daily table: `_pieces` lets it go once the running totals replace it
+    yield from _pieces(
+        _daily_in_pieces(events, vocab, event_days), vocab, sorted(set(windows)), first, last, chunk_rows
+    )
 
 
 def _pieces(
