@@ -468,7 +468,7 @@ def run_pandas(size: Size, path: Path, repeat: int, events: int) -> dict[str, An
     per_event = BENCH_STATE.get("pandas_s_per_event")
     rss_per_event = BENCH_STATE.get("pandas_rss_per_event")
     if size.name == "1m" or per_event is None or rss_per_event is None:
-        res = run_variant("pandas", path, max(1, min(repeat, 2)))
+        res = run_variant("pandas", path, repeat)  # as many runs as the other variants
         BENCH_STATE["pandas_s_per_event"] = res["best_s"] / res["input_events"]
         BENCH_STATE["pandas_rss_per_event"] = res["peak_rss_bytes"] / res["input_events"]
         return res
@@ -565,6 +565,14 @@ def render(entries: list[dict[str, Any]], command: str, info: dict[str, Any]) ->
         "Compute time excludes interpreter start and loading the Parquet file; peak RSS is the whole",
         "worker process (load included). Polars runs on every core; pandas is single-threaded.",
     ]
+    runs = list(
+        dict.fromkeys((e["size"], len(r["compute_s"])) for e in entries for r in e["results"].values())
+    )
+    notes.append(
+        "Each variant's time is its best of "
+        + ", ".join(f"{n} run{'s' if n > 1 else ''} at {size}" for size, n in runs)
+        + " in one process (every run is in the JSON; the first run of a process is the slowest)."
+    )
     allocators = {r.get("allocator") for e in entries for v, r in e["results"].items() if v != "pandas"}
     if allocators - {None}:
         conf = ", ".join(sorted(a for a in allocators if a))
@@ -598,7 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="1m,10m", help="comma separated: 1m, 3m, 10m (default 1m,10m)")
     p.add_argument("--skip-pandas", action="store_true", help="time only ml_assets and hand-written Polars")
-    p.add_argument("--repeat", type=int, default=0, help="timed runs per variant (default 3 at 1m, 1 above)")
+    p.add_argument("--repeat", type=int, default=0, help="timed runs per variant (default 5 at 1m, 1 above)")
     p.add_argument("--render", action="store_true", help="only rewrite results/features.md from the JSON")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
@@ -621,7 +629,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = parse_sizes(args.sizes)
     entries = []
     for size in sizes:
-        repeat = args.repeat or (3 if size.name == "1m" else 1)
+        # the first run of a process is cold (heap growing, pages faulting); five give every variant
+        # several warm runs to take the best of
+        repeat = args.repeat or (5 if size.name == "1m" else 1)
         entries.append(bench_size(size, args.skip_pandas, repeat))
     info = machine()
     command = "python benchmarks/bench_features.py " + " ".join(sys.argv[1:] if argv is None else argv)
