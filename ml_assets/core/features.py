@@ -362,13 +362,13 @@ def player_features(
     """
     events = events.filter(pl.col("event_date") <= last)
     vocab = vocab or event_vocabulary(events, max_event_types)
-    # pieces keep the intermediate tables small (and in cache); the output is their concatenation
     daily, windows = daily_activity(events, vocab), sorted(set(windows))
     if daily.is_empty():  # no events: the empty table still has every column
         keys = daily.select(_player_code().alias("_pc"), "event_date")
         return _features_for(
             _totals(daily, vocab), snapshot_index(keys, first, last, windows), vocab, windows
         )
+    # pieces keep the intermediate tables small (and in cache); the output is their concatenation
     pieces = _pieces(daily, vocab, windows, first, last, _WHOLE_PIECE_ROWS)
     del daily  # `_pieces` lets it go once the running totals replace it
     return pl.concat(list(pieces), rechunk=False).lazy()

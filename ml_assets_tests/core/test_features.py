@@ -1,6 +1,7 @@
 from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
+import pytest
 
 from ml_assets.core.features import player_features
 
@@ -185,3 +186,15 @@ def test_attributes_are_the_latest_known_and_never_cross_players():
     assert [platform[("a", day(d))] for d in (0, 1, 2)] == ["ios", "ios", "android"]
     assert [platform[("b", day(d))] for d in (0, 1, 2)] == [None, None, None]
     assert f["country"].to_list() == ["US"] * 6  # no nulls: taken as they are
+
+
+def test_a_failure_in_the_snapshot_index_thread_reaches_the_caller(monkeypatch):
+    from ml_assets.core import features
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("index failed")
+
+    monkeypatch.setattr(features, "snapshot_index", broken)
+    events = _events([("a", day(0), "purchase", 1.0), ("b", day(1), "purchase", 2.0)])
+    with pytest.raises(RuntimeError, match="index failed"):
+        list(features.player_feature_chunks(events, day(0), day(3), chunk_rows=2))
