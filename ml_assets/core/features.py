@@ -213,7 +213,8 @@ def _spans(
     (after that the player has left the population) and the last `longest` (the next active day's
     windows look back that far). So on every snapshot day of a population row, each of the `longest`
     days before it has a grid row of its own: windows become shifts within the player's rows.
-    Days are numbers since 1970-01-01; `totals` is sorted by player and day and carries `_pc`.
+    Days are numbers since 1970-01-01; `totals` (the active days: the daily or the totals table, or
+    just their keys) is sorted by player and day and carries `_pc` and `event_date`.
     """
     day = totals["event_date"].to_physical().to_numpy().astype(np.int32)
     player = totals["_pc"].to_numpy()
@@ -250,7 +251,8 @@ class SnapshotIndex:
 def snapshot_index(totals: pl.DataFrame, first: date, last: date, windows: Sequence[int]) -> SnapshotIndex:
     """The population rows of snapshot days [first, last] and their windows' lagged rows.
 
-    `totals` must be sorted by player and day and carry `_pc`. Every active day is expanded into
+    `totals` (the active days, or just their keys) must be sorted by player and day and carry
+    `_pc` and `event_date`; the index positions are its rows. Every active day is expanded into
     the days it covers (two spans, see `_spans`) in player-then-day order by NumPy repeat. Within
     a run of consecutive days of one player, the day w days before a row is the row w places
     earlier; a row fewer than w places into its run has nothing before the window.
