@@ -25,13 +25,13 @@ from common import RESULTS_DIR, machine
 
 def measure(home: Path, day: date) -> list[dict[str, Any]]:
     """Per model: rows on `day`, seconds without and with reasons, and the projected backfill cost."""
-    from ml_assets.core.features import KEY
-    from ml_assets.core.labels import scoring_columns, scoring_rows
-    from ml_assets.core.registry import Registry
-    from ml_assets.core.spec import DEFAULT_SPECS
-    from ml_assets.core.training import load_model, score
-    from ml_assets.resources import REGISTRY_TABLE
-    from ml_assets.settings import load_settings
+    from ml_assets.core.features.player import KEY
+    from ml_assets.core.models.labels import scoring_columns, scoring_rows
+    from ml_assets.core.models.registry import Registry
+    from ml_assets.core.models.spec import DEFAULT_SPECS
+    from ml_assets.core.models.training import load_model, score
+    from ml_assets.core.settings import load_settings
+    from ml_assets.defs.resources import REGISTRY_TABLE
 
     settings = load_settings(home)
     registry = Registry(f"{settings.lake_uri.rstrip('/')}/{REGISTRY_TABLE}")

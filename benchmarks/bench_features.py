@@ -340,7 +340,7 @@ def load_events(path: Path, variant: str, subset: float | None) -> Any:
 def compute(variant: str, events: Any, first: date, last: date) -> Any:
     """The variant's feature frame, fully materialised."""
     if variant == "ours":
-        from ml_assets.core.features import player_features
+        from ml_assets.core.features.player import player_features
 
         return player_features(events.lazy(), first, last, windows=WINDOWS).collect()
     if variant == "polars_hand":

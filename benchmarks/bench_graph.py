@@ -114,9 +114,9 @@ def worker(size_name: str, keep: bool, explain_top: int | None = None) -> dict[s
     """Simulate and materialize one size in a fresh home; the figures as a dict."""
     home = Path(tempfile.mkdtemp(prefix=f"ml_assets_bench_{size_name}_"))
     os.environ["ML_ASSETS_HOME"] = str(home)  # before any ml_assets import reads it
-    from ml_assets.core.simulate import simulate
-    from ml_assets.runner import instance_for, materialize
-    from ml_assets.settings import load_settings
+    from ml_assets.app.runner import instance_for, materialize
+    from ml_assets.core.settings import load_settings
+    from ml_assets.simulator.game import simulate
 
     load_before = os.getloadavg()[0]
     size = SIZES[size_name]
@@ -213,7 +213,7 @@ def render(results: list[dict[str, Any]], command: str, info: dict[str, Any]) ->
         if r["failed_checks"]:
             verdicts.append(f"  - failed checks: {', '.join(r['failed_checks'])}")
     notes = (
-        "Run s is `ml_assets.runner.materialize` (one in-process run on the SQLite instance, every "
+        "Run s is `ml_assets.app.runner.materialize` (one in-process run on the SQLite instance, every "
         "asset, every landed day); step durations are Dagster's STEP_SUCCESS durations (IO manager "
         "writes to Delta included). Peak RSS is the whole process (simulation included); a step's "
         "peak GiB is the process's resident memory sampled every 0.1 s while the step ran."

@@ -19,11 +19,11 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from ml_assets.core.drift import build_profile, feature_drift
-from ml_assets.core.landing import DataWindow, extend_window
+from ml_assets.core.events.landing import DataWindow, extend_window
+from ml_assets.core.monitoring.drift import build_profile, feature_drift
+from ml_assets.core.settings import load_settings
 from ml_assets.definitions import build_definitions
-from ml_assets.resources import LakeResource
-from ml_assets.settings import load_settings
+from ml_assets.defs.resources import LakeResource
 
 RESULTS = Path(__file__).parent / "results"
 

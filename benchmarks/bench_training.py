@@ -1,4 +1,4 @@
-"""Training wrapper overhead: `ml_assets.core.training.train_model` vs a bare `lightgbm.train`.
+"""Training wrapper overhead: `ml_assets.core.models.training.train_model` vs a bare `lightgbm.train`.
 
 Three timings on the same rows, final parameters, features and early stopping:
 - bare: `lgb.train` on a prebuilt numpy matrix;
@@ -21,13 +21,13 @@ from pathlib import Path
 import lightgbm as lgb
 import polars as pl
 
-from ml_assets.core.events import clean_events
-from ml_assets.core.features import player_features
-from ml_assets.core.labels import LABEL, SPLIT, build_training_set
-from ml_assets.core.landing import conform
-from ml_assets.core.simulate import SimulationParams, simulate_days
-from ml_assets.core.spec import DEFAULT_SPECS, TuningSpec
-from ml_assets.core.training import _fit, to_matrix, train_model
+from ml_assets.core.events.cleaning import clean_events
+from ml_assets.core.events.landing import conform
+from ml_assets.core.features.player import player_features
+from ml_assets.core.models.labels import LABEL, SPLIT, build_training_set
+from ml_assets.core.models.spec import DEFAULT_SPECS, TuningSpec
+from ml_assets.core.models.training import _fit, to_matrix, train_model
+from ml_assets.simulator.game import SimulationParams, simulate_days
 
 RESULTS = Path(__file__).parent / "results"
 

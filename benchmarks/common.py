@@ -56,15 +56,15 @@ def parse_sizes(raw: str) -> list[Size]:
 
 def simulation_params(size: Size) -> Any:
     """The simulator parameters of a size (imported lazily: the simulator is still moving)."""
-    from ml_assets.core.simulate import SimulationParams
+    from ml_assets.simulator.game import SimulationParams
 
     return SimulationParams(players=size.players, days=size.days, seed=SEED)
 
 
 def simulator_hash() -> str:
     """A short hash of the simulator and cleaning sources: the cache is rebuilt when either changes."""
-    import ml_assets.core.events as events_mod
-    import ml_assets.core.simulate as simulate_mod
+    import ml_assets.core.events.cleaning as events_mod
+    import ml_assets.simulator.game as simulate_mod
 
     digest = hashlib.sha256()
     for mod in (simulate_mod, events_mod):
@@ -74,9 +74,9 @@ def simulator_hash() -> str:
 
 def clean_events_path(size: Size) -> Path:
     """Clean events of `size` as one Parquet file, built by the simulator and ml_assets' cleaning once."""
-    from ml_assets.core.events import clean_events
-    from ml_assets.core.landing import conform, partition_day
-    from ml_assets.core.simulate import simulate_days
+    from ml_assets.core.events.cleaning import clean_events
+    from ml_assets.core.events.landing import conform, partition_day
+    from ml_assets.simulator.game import simulate_days
 
     name = f"clean_events_{size.name}_p{size.players}_d{size.days}_s{SEED}_{simulator_hash()}.parquet"
     path = CACHE_DIR / name

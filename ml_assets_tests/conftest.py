@@ -10,9 +10,9 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from ml_assets.core.simulate import SimulationParams, simulate
-from ml_assets.runner import execute
-from ml_assets.settings import Settings, load_settings
+from ml_assets.app.runner import execute
+from ml_assets.core.settings import Settings, load_settings
+from ml_assets.simulator.game import SimulationParams, simulate
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,0 +1,321 @@
+"""`ml-assets`: simulate or ingest events, materialize the graph, open the UI, report status."""
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ml_assets.core.settings import CONFIG_ENV, HOME_ENV, Settings, load_settings
+from ml_assets.lake.tables import EXPERIMENTS, model_assets, table_uri
+
+DEMO_PLAYERS, DEMO_DAYS, DEMO_SEED = 5_000, 60, 7
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.home, args.config)
+    # the Dagster layer and any child process (the UI) read the same home and settings
+    os.environ[HOME_ENV] = str(settings.home)
+    if args.config:
+        os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
+    return settings
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from ml_assets.simulator.game import SimulationParams, extend, simulate
+
+    settings = _settings(args)
+    landing = settings.landing_dir
+
+    def progress(day: date) -> None:
+        if day.day == 1 or args.verbose:
+            _say(f"  simulated through {day}")
+
+    saved = landing / "_simulation.json"
+    # `demo` reuses this command without the shift arguments
+    shift_day, shift = getattr(args, "shift_day", None), getattr(args, "shift", None)
+    if shift and not shift_day:
+        raise ValueError("--shift needs --shift-day (the day the shift starts)")
+    started = time.perf_counter()
+    if args.until and saved.exists() and args.players is None and args.days is None and not shift_day:
+        report = extend(landing, date.fromisoformat(args.until), progress=progress)
+    else:
+        params = SimulationParams(
+            players=args.players or DEMO_PLAYERS,
+            days=args.days or DEMO_DAYS,
+            start=date.fromisoformat(args.start) if args.start else SimulationParams.start,
+            seed=args.seed if args.seed is not None else DEMO_SEED,
+            dirty_rate=args.dirty_rate,
+            shift_day=date.fromisoformat(shift_day) if shift_day else None,
+            shift=shift or SimulationParams.shift,
+        )
+        until = date.fromisoformat(args.until) if args.until else None
+        report = simulate(landing, params, until=until, progress=progress)
+    print(
+        f"landed {report.days_landed} day batches ({report.rows:,} rows), "
+        f"{report.days_skipped} already present; "
+        f"data {report.first_day} .. {report.last_day} in {time.perf_counter() - started:.1f}s -> {landing}"
+    )
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from ml_assets.core.events.ingest import ingest
+
+    settings = _settings(args)
+    report = ingest(Path(args.path), Path(args.mapping), settings.landing_dir)
+    state = "landed" if report.landed else "already landed (nothing added)"
+    print(
+        f"{args.path}: {report.rows:,} rows {state} as batch {report.batch_id[:12]}; "
+        f"days {report.first_day} .. {report.last_day}; "
+        f"{report.unparsed_times} unparsed times (to quarantine)"
+    )
+    return 0
+
+
+def _run(settings: Settings, select: Sequence[str] | None, first: str | None, last: str | None) -> int:
+    from ml_assets.app.runner import instance_for, materialize
+
+    instance = instance_for(settings)
+    started = time.perf_counter()
+    what = ", ".join(select) if select else "every asset"
+    _say(f"materializing {what} over {first or 'the first day'} .. {last or 'the last day'} (one run)")
+    summary = materialize(settings, instance, select, first, last)
+    elapsed = time.perf_counter() - started
+    if summary.failed_checks:
+        _say(f"failed checks: {', '.join(summary.failed_checks)}")
+    if not summary.success:
+        _say(f"run {summary.run_id} FAILED after {elapsed:.1f}s; see `ml-assets ui` for the step logs")
+        return 1
+    print(f"run {summary.run_id} succeeded in {elapsed:.1f}s: {', '.join(summary.materialized)}")
+    return 0
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    select = [s for part in args.select or [] for s in part.split(",") if s]
+    return _run(settings, select or None, args.first_day, args.last_day)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ml_assets.app.runner import lake_paths
+    from ml_assets.app.status import model_status
+
+    settings = _settings(args)
+    # the days ending yesterday (Dagster's newest complete daily partition), so the demo lake is fresh;
+    # a home that already holds the demo's simulation is extended to yesterday, like a live game
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    saved = (settings.landing_dir / "_simulation.json").exists()
+    args.start = None if saved else (yesterday - timedelta(days=args.days - 1)).isoformat()
+    args.until = yesterday.isoformat() if saved else None
+    if saved:
+        args.players = args.days = args.seed = None
+    args.verbose = False
+    _say(f"simulating {'to' if saved else 'the days to'} {yesterday} into {settings.home}")
+    cmd_simulate(args)
+    code = _run(settings, None, None, None)
+    if code:
+        return code
+    print()
+    for m in model_status(settings):
+        if m["roc_auc"] is None:
+            continue
+        print(
+            f"{m['model']} model {m['version']} ({m['stage']}): test ROC AUC {m['roc_auc']:.3f} (recency "
+            f"baseline {m['baseline_roc_auc']:.3f}), PR AUC {m['pr_auc']:.3f}, log loss {m['log_loss']:.3f}"
+        )
+    for label, path in lake_paths(settings).items():
+        print(f"{label}: {path}")
+    print(f"UI: ml-assets --home {settings.home} ui   (then open http://127.0.0.1:3000)")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ml_assets.app.runner import instance_for
+    from ml_assets.app.status import format_status, lake_status
+    from ml_assets.definitions import build_definitions
+
+    settings = _settings(args)
+    defs = build_definitions(settings)
+    check_keys = sorted(defs.resolve_asset_graph().asset_check_keys, key=lambda k: k.to_user_string())
+    status = lake_status(settings, instance_for(settings), check_keys)
+    print(json.dumps(status, indent=2, default=str) if args.json else format_status(status))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import getpass
+
+    from ml_assets.app.runner import instance_for, materialize
+    from ml_assets.app.status import model_status, registry
+
+    settings = _settings(args)
+    if args.action == "list":
+        rows = [m for m in model_status(settings) if args.model in (None, m["model"])]
+        if args.json:
+            print(json.dumps(rows, indent=2, default=str))
+        for m in [] if args.json else rows:
+            auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
+            print(f"{m['model']:<16} {m['version']}  {m['stage']:<12} roc_auc {auc}  at {m['registered_at']}")
+        return 0
+    if not args.model:
+        raise ValueError(f"models {args.action} needs a model name")
+    spec = settings.spec(args.model)
+    if args.action == "promote" and not args.version:
+        raise ValueError("models promote needs a version (see `ml-assets models list`)")
+    names = model_assets(spec.name)
+    op = names.production_model
+    config = {
+        "action": args.action,
+        "version": args.version or "",
+        "reason": args.reason or f"{args.action} from the CLI",
+        "actor": f"cli:{getpass.getuser()}",
+    }
+    summary = materialize(
+        settings,
+        instance_for(settings),
+        [op, names.predictions],
+        run_config={"ops": {op: {"config": config}}},
+    )
+    if not summary.success:
+        _say(f"run {summary.run_id} FAILED; see `ml-assets ui` for the step logs")
+        return 1
+    version = registry(settings).current(spec.name)
+    print(f"{spec.name}: production is now {version}; predictions re-scored (run {summary.run_id})")
+    return 0
+
+
+def cmd_experiments(args: argparse.Namespace) -> int:
+    from ml_assets.core.models.experiments import compare_runs, format_runs, list_runs
+
+    settings = _settings(args)
+    runs = compare_runs(list_runs(table_uri(settings.lake_uri, EXPERIMENTS), args.model))
+    print(json.dumps(runs.to_dicts(), indent=2, default=str) if args.json else format_runs(runs))
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home), HOME_ENV: str(settings.home)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-m",
+        "ml_assets.definitions",
+        "-h",
+        args.host,
+        "-p",
+        str(args.port),
+    ]
+    _say(f"DAGSTER_HOME={settings.dagster_home} {HOME_ENV}={settings.home}\n{' '.join(cmd)}")
+    os.execvpe(cmd[0], cmd, env)
+    return 0  # not reached: exec replaces this process
+
+
+def _global_options(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument("--home", default=default, help=f"lake home (default ${HOME_ENV} or ./.ml_assets)")
+    p.add_argument("--config", default=default, help="settings file (default <home>/ml_assets.toml)")
+
+
+def _subparser(common: argparse.ArgumentParser) -> type[argparse.ArgumentParser]:
+    """A parser class whose verbs all take the global options too (before or after the verb)."""
+
+    class Verb(argparse.ArgumentParser):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **{**kwargs, "parents": [*kwargs.get("parents", []), common]})
+
+    return Verb
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of every verb."""
+    p = argparse.ArgumentParser(prog="ml-assets", description=__doc__)
+    _global_options(p, None)
+    # the same options after the verb; SUPPRESS keeps a verb from overwriting what came before it
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, argparse.SUPPRESS)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_subparser(common))
+
+    def sim_args(sp: argparse.ArgumentParser, defaults: bool) -> None:
+        sp.add_argument("--players", type=int, default=DEMO_PLAYERS if defaults else None)
+        sp.add_argument("--days", type=int, default=DEMO_DAYS if defaults else None)
+        sp.add_argument("--seed", type=int, default=DEMO_SEED if defaults else None)
+        sp.add_argument("--dirty-rate", type=float, default=0.01, help="share of dirty rows (default 0.01)")
+
+    s = sub.add_parser("simulate", help="land seeded synthetic game telemetry, one batch per day")
+    sim_args(s, defaults=False)
+    s.add_argument("--start", help="first day, YYYY-MM-DD (default 2025-01-01)")
+    s.add_argument("--until", help="last day to land; extends an existing simulation when given alone")
+    s.add_argument("--shift-day", help="day behaviour shifts, YYYY-MM-DD (default: no shift)")
+    s.add_argument("--shift", help="the scenario from --shift-day on (default patch)")
+    s.add_argument("--verbose", action="store_true")
+    s.set_defaults(func=cmd_simulate)
+
+    i = sub.add_parser("ingest", help="land a CSV, Parquet or JSON-lines event file through a column mapping")
+    i.add_argument("path")
+    i.add_argument("--mapping", required=True, help="mapping TOML (see examples/cdnow/cdnow.toml)")
+    i.set_defaults(func=cmd_ingest)
+
+    m = sub.add_parser("materialize", help="materialize assets over the landed days, as one run")
+    m.add_argument("--select", action="append", help="asset key(s), comma separated; default all")
+    m.add_argument("--first-day", help="first partition (default: first landed day)")
+    m.add_argument("--last-day", help="last partition (default: last landed day)")
+    m.set_defaults(func=cmd_materialize)
+
+    d = sub.add_parser("demo", help="simulate, then materialize everything and print the model's metrics")
+    sim_args(d, defaults=True)
+    d.set_defaults(func=cmd_demo)
+
+    st = sub.add_parser("status", help="tables, checks and model versions")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+
+    md = sub.add_parser("models", help="list model versions and stages; promote or roll back production")
+    md.add_argument("action", choices=["list", "promote", "rollback"])
+    md.add_argument("model", nargs="?")
+    md.add_argument("version", nargs="?")
+    md.add_argument("--reason", help="why (kept in the registry's audit log)")
+    md.add_argument("--json", action="store_true")
+    md.set_defaults(func=cmd_models)
+
+    ex = sub.add_parser("experiments", help="list and compare training runs")
+    ex.add_argument("--model")
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=cmd_experiments)
+
+    u = sub.add_parser("ui", help="start the Dagster UI on this lake's instance")
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--port", type=int, default=3000)
+    u.set_defaults(func=cmd_ui)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `ml-assets` console script."""
+    args = parser().parse_args(argv)
+    import dagster as dg
+
+    # backfill policies and partition mappings are marked beta; the CLI's users need not read that per run
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError) as exc:
+        _say(f"ml-assets {args.command}: error: {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

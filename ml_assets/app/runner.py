@@ -1,0 +1,127 @@
+"""Runs of the asset graph on a Dagster instance: what the CLI's `materialize` and `demo` call."""
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from ml_assets.core.events.landing import read_window
+from ml_assets.core.settings import Settings
+from ml_assets.definitions import build_definitions
+from ml_assets.defs.automation import ALL_ASSETS_JOB
+
+SELECTION_JOB = "materialize_selection"
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}, "progress": {}}}
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What one run did: its id, success, and the checks that failed."""
+
+    run_id: str
+    success: bool
+    failed_checks: list[str]
+    materialized: list[str]
+
+
+def instance_for(settings: Settings) -> dg.DagsterInstance:
+    """The persistent Dagster instance (SQLite by default) under the lake home."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        # SQLite storage in this folder (Dagster's default); no telemetry from a laptop lake
+        config.write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return dg.DagsterInstance.get()
+
+
+def execute(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    select: Sequence[str] | None = None,
+    first_day: str | None = None,
+    last_day: str | None = None,
+    run_config: dict | None = None,
+    tags: dict[str, str] | None = None,
+) -> dg.ExecuteInProcessResult:
+    """Materialize the selected assets (default: all) over a partition range (default: every day), as one run.
+
+    Partitioned and unpartitioned assets share the run; each partitioned asset computes the whole
+    range in one step (single-run backfill policy), so hundreds of days cost one step, not hundreds.
+    Selecting one output of a multi-asset (e.g. clean_events) selects its siblings too.
+    """
+    window = read_window(settings.landing_dir)
+    if window is None:
+        raise ValueError(
+            f"nothing has landed in {settings.landing_dir}: run `ml-assets simulate` or `ingest` first"
+        )
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def(ALL_ASSETS_JOB)
+    graph = defs.resolve_asset_graph()
+    keys = None
+    if select:
+        wanted = [dg.AssetKey.from_user_string(s) for s in select]
+        unknown = [k.to_user_string() for k in wanted if not graph.has(k)]
+        if unknown:
+            known = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
+            raise ValueError(f"unknown asset(s) {unknown}; known: {known}")
+        assets = dg.AssetSelection.assets(*wanted).required_multi_asset_neighbors()
+        keys = sorted(assets.resolve(graph))
+        # a job of its own, so the checks of the selected assets (freshness included) run with them
+        selected = dg.define_asset_job(
+            SELECTION_JOB, selection=assets | dg.AssetSelection.checks_for_assets(*keys)
+        )
+        job = dg.Definitions.merge(defs, dg.Definitions(jobs=[selected])).resolve_job_def(SELECTION_JOB)
+    partitioned = any(graph.get(k).is_partitioned for k in (keys or graph.get_all_asset_keys()))
+    partition_tags = (
+        {
+            ASSET_PARTITION_RANGE_START_TAG: first_day or window.first_day.isoformat(),
+            ASSET_PARTITION_RANGE_END_TAG: last_day or window.last_day.isoformat(),
+        }
+        if partitioned
+        else {}
+    )
+    return job.execute_in_process(
+        instance=instance,
+        tags={**(tags or {}), **partition_tags},
+        run_config=run_config,
+        raise_on_error=False,
+    )
+
+
+def materialize(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    select: Sequence[str] | None = None,
+    first_day: str | None = None,
+    last_day: str | None = None,
+    quiet: bool = True,
+    run_config: dict | None = None,
+) -> RunSummary:
+    """`execute`, with Dagster's log stream reduced to step progress, summarised for the CLI."""
+    config = {**(QUIET if quiet else {}), **(run_config or {})}
+    result = execute(settings, instance, select, first_day, last_day, config or None)
+    failed, done = [], []
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = event.asset_check_evaluation_data
+            if not data.passed:
+                failed.append(f"{data.asset_key.to_user_string()}:{data.check_name}")
+        elif event.event_type_value == "ASSET_MATERIALIZATION":
+            key = event.asset_key.to_user_string() if event.asset_key else ""
+            if key not in done:
+                done.append(key)
+    return RunSummary(run_id=result.run_id, success=result.success, failed_checks=failed, materialized=done)
+
+
+def lake_paths(settings: Settings) -> dict[str, Path | str]:
+    """Where a user finds things after a run."""
+    return {
+        "lake (Delta tables)": settings.lake_uri,
+        "models": settings.models_dir,
+        "Dagster instance": settings.dagster_home,
+    }

@@ -1,1 +1,0 @@
-"""The thin Dagster layer: one module per stage of the graph, each calling plain functions in core/."""

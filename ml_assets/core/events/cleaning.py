@@ -1,0 +1,96 @@
+"""Cleaning landed events: typed, deduplicated rows out, every rejected row kept with its reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from ml_assets.core.events.landing import CANONICAL_SCHEMA
+
+# Reasons a row is quarantined, in the order they are tested: a row gets the first that applies.
+REASONS = (
+    "missing_event_id",
+    "missing_player_id",
+    "malformed_event_time",
+    "empty_event_type",
+    "negative_value",
+    "event_time_after_receipt",
+    "late_beyond_watermark",
+    "duplicate_event_id",
+)
+
+CLEAN_COLUMNS = [*CANONICAL_SCHEMA, "event_date", "received_date"]
+
+
+@dataclass(frozen=True)
+class CleanResult:
+    """The clean rows and the quarantined ones (landing columns plus `reason`) of one slice of days."""
+
+    clean: pl.DataFrame
+    quarantined: pl.DataFrame
+
+
+def _blank(column: str) -> pl.Expr:
+    return pl.col(column).is_null() | (pl.col(column).str.strip_chars() == "")
+
+
+def rejection_reason(watermark_days: int) -> pl.Expr:
+    """Per row, the first rule it breaks (null when it is clean), duplicates aside."""
+    lateness = (pl.col("received_date") - pl.col("event_time").dt.date()).dt.total_days()
+    return (
+        pl.when(_blank("event_id"))
+        .then(pl.lit("missing_event_id"))
+        .when(_blank("player_id"))
+        .then(pl.lit("missing_player_id"))
+        .when(pl.col("event_time").is_null())
+        .then(pl.lit("malformed_event_time"))
+        .when(_blank("event_type"))
+        .then(pl.lit("empty_event_type"))
+        .when(pl.col("value") < 0)
+        .then(pl.lit("negative_value"))
+        .when(lateness < 0)
+        .then(pl.lit("event_time_after_receipt"))
+        .when(lateness > watermark_days)
+        .then(pl.lit("late_beyond_watermark"))
+        .otherwise(pl.lit(None, pl.String))
+    )
+
+
+def clean_events(landed: pl.LazyFrame, watermark_days: int) -> CleanResult:
+    """Split landed rows (with `partition_date`) into clean events and quarantined rows.
+
+    Duplicate deliveries of one event_id keep the earliest delivery (then the first batch) and
+    quarantine the rest, so re-landing an event never double counts it. Types are stripped of
+    surrounding blanks; the vocabulary stays open, only a null or empty type is invalid.
+    """
+    ranked = (
+        landed.with_columns(reason=rejection_reason(watermark_days))
+        .with_columns(pl.col("event_type").str.strip_chars())
+        .sort(["received_date", "batch_id", "event_id"], nulls_last=True)
+        .with_columns(
+            # rank among valid rows only: an invalid copy must not shadow a valid one
+            _dup=pl.int_range(pl.len()).over(["event_id", pl.col("reason").is_null()])
+        )
+        .with_columns(
+            reason=pl.when(pl.col("reason").is_null() & (pl.col("_dup") > 0))
+            .then(pl.lit("duplicate_event_id"))
+            .otherwise(pl.col("reason"))
+        )
+        .drop("_dup")
+        .collect()
+    )
+    clean = (
+        ranked.filter(pl.col("reason").is_null())
+        .with_columns(event_date=pl.col("event_time").dt.date())
+        .select(CLEAN_COLUMNS)
+        .sort(["event_time", "event_id"])
+    )
+    quarantined = ranked.filter(pl.col("reason").is_not_null()).sort(["partition_date", "event_id"])
+    return CleanResult(clean=clean, quarantined=quarantined)
+
+
+def reason_counts(quarantined: pl.DataFrame) -> dict[str, int]:
+    """Quarantined rows per reason, every known reason listed (zero when absent)."""
+    counts = dict(quarantined.group_by("reason").len().iter_rows())
+    return {reason: int(counts.get(reason, 0)) for reason in REASONS}

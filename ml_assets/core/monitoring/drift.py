@@ -1,0 +1,445 @@
+"""Reference profiles of model inputs and drift statistics that do not cry wolf on large samples.
+
+A `Profile` summarises a reference frame (usually the training set): per numeric feature its
+quantile bins, counts, moments, null share and a seeded sample of at most 2,000 values; per
+categorical feature its level shares; optionally the same for the model's scores. It is stored as
+plain JSON. `feature_drift` compares a current frame with it, one row per feature.
+
+Why effect sizes and not p-values: at 100k players a two-sample KS test rejects for shifts nobody
+cares about, so every feature "drifts" every day. Here a feature drifts only when two effect sizes
+both pass their thresholds (Evidently's approach above 1,000 reference rows); KS D is reported for
+information only. Both measures barely move with sample size on same-distribution data: PSI's
+noise is about (bins - 1) * (1/n_ref + 1/n_cur), i.e. 2e-4 at 100k vs 100k rows.
+
+Defaults (`DriftThresholds`), and why:
+- `psi=0.02`: the credit-scoring 0.2 needs a ~0.45 std location shift and misses a 20% rise in the
+  mean of a lognormal(sigma=1) feature (PSI ~0.03); a 10-point category move gives PSI >= 0.04.
+  0.02 is 100x the same-distribution PSI at 100k rows and ~2x its mean at `min_rows`.
+- `wasserstein=0.1` (Wasserstein-1 / reference std, Evidently's default): a shift worth a tenth
+  of a standard deviation. A 20% scale change of lognormal(sigma=1) gives ~0.15, a doubled Poisson
+  rate ~0.7; sample noise with 2,000 vs 2,000 values is ~0.02-0.03.
+- `jensen_shannon=0.07` (distance, base 2): any 10-point move between two levels gives >= ~0.085
+  (the worst case is 50/50 -> 40/60); Evidently's 0.1 is in base e, ~0.12 in base 2, and can miss
+  it. Noise is ~sqrt((levels - 1) / (8 ln2 n)): 0.03 for 5 levels at 1,000 rows, but 0.09 for
+  50 levels, so high-cardinality attributes want a few thousand current rows.
+- `null_share=0.1`: numeric nulls are a PSI bin; a null share moving 10 points is an effect on its
+  own (Wasserstein only sees non-null values), so an all-null column drifts unless the reference
+  was mostly null too.
+- `share_drifted=0.3`: the dataset alarm fires when 30% of features drift, or the score drifts.
+- `min_rows=1000`: below it the statistics are computed but nothing is flagged; at 500 rows the
+  same-distribution PSI of 10 bins already averages 0.018.
+Detection floor with these defaults: a normal feature's mean moving ~0.15-0.2 std, a lognormal
+(sigma <= 1) feature's scale moving 20%, a Poisson rate moving ~25%, a category share 10 points.
+
+Numeric values are compared as float64 (booleans as 0/1, NaN counts as null). Categorical levels
+are compared as strings over the union of reference and current levels, nulls as a level.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ml_assets.core.days import day_chunks, each_day
+from ml_assets.core.features.player import KEY
+from ml_assets.core.models.labels import scoring_columns, scoring_rows
+from ml_assets.core.models.spec import ModelSpec
+
+SAMPLE_SIZE = 2000
+EPSILON = 1e-4  # share given to empty bins in PSI, so log(0) never happens
+SCORE = "__score__"
+
+DRIFT_SCHEMA: dict[str, Any] = {
+    "feature": pl.String,
+    "kind": pl.String,
+    "rows": pl.Int64,
+    "psi": pl.Float64,
+    "statistic": pl.Float64,
+    "statistic_name": pl.String,
+    "ks_statistic": pl.Float64,
+    "reference_mean": pl.Float64,
+    "current_mean": pl.Float64,
+    "reference_null_share": pl.Float64,
+    "current_null_share": pl.Float64,
+    "drifted": pl.Boolean,
+}
+
+
+@dataclass(frozen=True)
+class NumericProfile:
+    """Reference bins (edges with -inf/+inf ends, counts per bin), moments, null share, sample."""
+
+    edges: list[float]
+    counts: list[int]
+    mean: float
+    std: float
+    null_share: float
+    sample: list[float]  # sorted, seeded, at most SAMPLE_SIZE non-null values
+
+
+@dataclass(frozen=True)
+class CategoricalProfile:
+    """Shares of each level among non-null values, and the null share."""
+
+    frequencies: dict[str, float]
+    null_share: float
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The reference distribution of a model's inputs (and optionally its scores)."""
+
+    numeric: dict[str, NumericProfile]
+    categorical: dict[str, CategoricalProfile]
+    scores: NumericProfile | None
+    rows: int
+
+    def to_json(self) -> dict[str, Any]:
+        """A strict-JSON dict (no NaN or infinity) that `from_json` reads back."""
+        return {
+            "rows": self.rows,
+            "numeric": {k: _numeric_to_json(v) for k, v in self.numeric.items()},
+            "categorical": {
+                k: {"frequencies": dict(v.frequencies), "null_share": v.null_share}
+                for k, v in self.categorical.items()
+            },
+            "scores": None if self.scores is None else _numeric_to_json(self.scores),
+        }
+
+    @staticmethod
+    def from_json(raw: dict[str, Any]) -> Profile:
+        """The profile written by `to_json`."""
+        return Profile(
+            numeric={k: _numeric_from_json(v) for k, v in raw["numeric"].items()},
+            categorical={
+                k: CategoricalProfile(
+                    frequencies={str(c): float(s) for c, s in v["frequencies"].items()},
+                    null_share=float(v["null_share"]),
+                )
+                for k, v in raw["categorical"].items()
+            },
+            scores=None if raw.get("scores") is None else _numeric_from_json(raw["scores"]),
+            rows=int(raw["rows"]),
+        )
+
+
+@dataclass(frozen=True)
+class DriftThresholds:
+    """When a feature counts as drifted; see the module docstring for why these defaults."""
+
+    psi: float = 0.02
+    wasserstein: float = 0.1
+    jensen_shannon: float = 0.07
+    null_share: float = 0.1
+    share_drifted: float = 0.3
+    min_rows: int = 1000
+
+
+def _finite_or_none(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
+def _numeric_to_json(p: NumericProfile) -> dict[str, Any]:
+    return {
+        "edges": p.edges[1:-1],  # the infinite ends are implied
+        "counts": p.counts,
+        "mean": _finite_or_none(p.mean),
+        "std": _finite_or_none(p.std),
+        "null_share": p.null_share,
+        "sample": p.sample,
+    }
+
+
+def _numeric_from_json(raw: dict[str, Any]) -> NumericProfile:
+    return NumericProfile(
+        edges=[-math.inf, *(float(e) for e in raw["edges"]), math.inf],
+        counts=[int(c) for c in raw["counts"]],
+        mean=math.nan if raw["mean"] is None else float(raw["mean"]),
+        std=math.nan if raw["std"] is None else float(raw["std"]),
+        null_share=float(raw["null_share"]),
+        sample=[float(v) for v in raw["sample"]],
+    )
+
+
+def _float_matrix(frame: pl.DataFrame, names: list[str]) -> np.ndarray:
+    """Columns as a column-major float64 matrix, nulls as NaN (raises on a missing column)."""
+    if not names:
+        return np.empty((frame.height, 0))
+    return frame.select(pl.col(n).cast(pl.Float64) for n in names).to_numpy(order="fortran")
+
+
+def _inner_edges(present: np.ndarray, bins: int) -> np.ndarray:
+    """Finite bin edges: each distinct value its own bin when there are few, else quantiles."""
+    distinct = np.unique(present)
+    if distinct.size <= bins:
+        # the extra edge just above the maximum separates new larger values from the top value
+        return np.append(distinct, np.nextafter(distinct[-1], np.inf))
+    return np.unique(np.quantile(present, np.arange(1, bins) / bins, method="lower"))
+
+
+def _numeric_profile(values: np.ndarray, bins: int, rng: np.random.Generator) -> NumericProfile:
+    missing = np.isnan(values)
+    present = values[~missing]
+    null_share = float(missing.mean()) if values.size else 0.0
+    if present.size == 0:
+        return NumericProfile([-math.inf, math.inf], [0], math.nan, math.nan, null_share, [])
+    inner = _inner_edges(present, bins)
+    counts = np.bincount(np.searchsorted(inner, present, side="right"), minlength=inner.size + 1)
+    sample = np.sort(rng.choice(present, size=min(present.size, SAMPLE_SIZE), replace=False))
+    return NumericProfile(
+        edges=[-math.inf, *inner.tolist(), math.inf],
+        counts=counts.tolist(),
+        mean=float(present.mean()),
+        std=float(present.std()),
+        null_share=null_share,
+        sample=sample.tolist(),
+    )
+
+
+def _categorical_profile(column: pl.Series) -> CategoricalProfile:
+    values = column.cast(pl.String)
+    present = values.len() - values.null_count()
+    counts = values.drop_nulls().value_counts()
+    freqs = {
+        str(k): n / present for k, n in sorted(zip(counts[counts.columns[0]], counts["count"], strict=True))
+    }
+    return CategoricalProfile(
+        frequencies=freqs, null_share=values.null_count() / values.len() if values.len() else 0.0
+    )
+
+
+def build_profile(
+    frame: pl.DataFrame,
+    features: list[str],
+    categorical: Iterable[str],
+    scores: np.ndarray | None = None,
+    bins: int = 10,
+    seed: int = 0,
+) -> Profile:
+    """The reference profile of `frame`: `categorical` columns by level, other `features` binned.
+
+    `categorical` may be a model's `categories` dict (its keys are used); categorical columns not
+    in `features` are profiled too. `scores`, when given, get a numeric profile of their own.
+    """
+    if bins < 2:
+        raise ValueError(f"bins must be at least 2, got {bins}")
+    cats = list(dict.fromkeys(categorical))
+    is_cat = set(cats)
+    numeric = [f for f in features if f not in is_cat]
+    matrix = _float_matrix(frame, numeric)
+    return Profile(
+        numeric={
+            n: _numeric_profile(matrix[:, j], bins, np.random.default_rng([seed, j]))
+            for j, n in enumerate(numeric)
+        },
+        categorical={c: _categorical_profile(frame[c]) for c in cats},
+        scores=None
+        if scores is None
+        else _numeric_profile(
+            np.asarray(scores, dtype=np.float64).ravel(), bins, np.random.default_rng([seed, len(numeric)])
+        ),
+        rows=frame.height,
+    )
+
+
+def _psi(p: np.ndarray, q: np.ndarray) -> float:
+    """Population stability index of shares `q` against reference shares `p`."""
+    p, q = np.maximum(p, EPSILON), np.maximum(q, EPSILON)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def _shares_with_nulls(counts: np.ndarray, null_share: float) -> np.ndarray:
+    total = counts.sum()
+    shares = counts * ((1.0 - null_share) / total) if total > 0 else np.zeros(counts.size)
+    return np.append(shares, null_share)
+
+
+def _wasserstein_ks(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Wasserstein-1 distance and KS D between two sorted non-empty samples (exact, via CDFs)."""
+    grid = np.sort(np.concatenate([a, b]))
+    gap = np.abs(
+        np.searchsorted(a, grid, side="right") / a.size - np.searchsorted(b, grid, side="right") / b.size
+    )
+    return float(np.sum(gap[:-1] * np.diff(grid))), float(gap.max())
+
+
+def _scale(ref: NumericProfile) -> float:
+    """Reference std, or the IQR of the reference sample when the std is 0."""
+    if ref.std > 0:
+        return ref.std
+    if not ref.sample:
+        return math.nan
+    q1, q3 = np.quantile(np.asarray(ref.sample), [0.25, 0.75])
+    return float(q3 - q1)
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if math.isnan(x) else float(x)
+
+
+def _numeric_row(
+    name: str, kind: str, ref: NumericProfile, values: np.ndarray, sample: np.ndarray, t: DriftThresholds
+) -> dict[str, Any]:
+    missing = np.isnan(values)
+    present = values[~missing]
+    null_share = float(missing.mean()) if values.size else math.nan
+    inner = np.asarray(ref.edges[1:-1])
+    current = np.bincount(np.searchsorted(inner, present, side="right"), minlength=len(ref.counts))
+    psi = _psi(
+        _shares_with_nulls(np.asarray(ref.counts, dtype=np.float64), ref.null_share),
+        _shares_with_nulls(current.astype(np.float64), 0.0 if math.isnan(null_share) else null_share),
+    )
+    cur_sample = np.sort(sample[~np.isnan(sample)])
+    statistic = ks = math.nan
+    if cur_sample.size and ref.sample:
+        w, ks = _wasserstein_ks(np.asarray(ref.sample), cur_sample)
+        scale = _scale(ref)
+        statistic = w / scale if scale > 0 else (math.inf if w > 0 else 0.0)
+    effect = statistic > t.wasserstein or abs(null_share - ref.null_share) > t.null_share
+    return {
+        "feature": name,
+        "kind": kind,
+        "rows": int(values.size),
+        "psi": psi,
+        "statistic": _nan_to_none(statistic),
+        "statistic_name": "wasserstein_normed",
+        "ks_statistic": _nan_to_none(ks),
+        "reference_mean": _nan_to_none(ref.mean),
+        "current_mean": _nan_to_none(float(present.mean())) if present.size else None,
+        "reference_null_share": ref.null_share,
+        "current_null_share": _nan_to_none(null_share),
+        "drifted": bool(values.size >= t.min_rows and psi > t.psi and effect),
+    }
+
+
+def _js_distance(p: np.ndarray, q: np.ndarray) -> float:
+    """Jensen-Shannon distance (base 2, in [0, 1]) between two share vectors."""
+    m = (p + q) / 2
+
+    def kl(x: np.ndarray) -> float:
+        nz = x > 0
+        return float(np.sum(x[nz] * np.log2(x[nz] / m[nz])))
+
+    return math.sqrt(max(0.5 * kl(p) + 0.5 * kl(q), 0.0))
+
+
+def _categorical_row(
+    name: str, ref: CategoricalProfile, column: pl.Series, t: DriftThresholds
+) -> dict[str, Any]:
+    values = column.cast(pl.String)
+    rows, nulls = values.len(), values.null_count()
+    counts = values.drop_nulls().value_counts()
+    current = dict(zip(counts[counts.columns[0]].to_list(), counts["count"].to_list(), strict=True))
+    levels = sorted(set(ref.frequencies) | set(current))  # unseen levels count
+    p = np.append([ref.frequencies.get(v, 0.0) * (1.0 - ref.null_share) for v in levels], ref.null_share)
+    psi = statistic = null_share = math.nan
+    if rows:
+        q = np.append([current.get(v, 0) for v in levels], nulls) / rows
+        psi, statistic, null_share = _psi(p, q), _js_distance(p, q), nulls / rows
+    return {
+        "feature": name,
+        "kind": "categorical",
+        "rows": rows,
+        "psi": _nan_to_none(psi),
+        "statistic": _nan_to_none(statistic),
+        "statistic_name": "jensen_shannon",
+        "ks_statistic": None,
+        "reference_mean": None,
+        "current_mean": None,
+        "reference_null_share": ref.null_share,
+        "current_null_share": _nan_to_none(null_share),
+        "drifted": bool(rows >= t.min_rows and psi > t.psi and statistic > t.jensen_shannon),
+    }
+
+
+def _sample_rows(rows: int, rng: np.random.Generator) -> np.ndarray:
+    return np.sort(rng.choice(rows, size=min(rows, SAMPLE_SIZE), replace=False))
+
+
+def feature_drift(
+    profile: Profile,
+    current: pl.DataFrame,
+    scores: np.ndarray | None = None,
+    thresholds: DriftThresholds = DriftThresholds(),
+    seed: int = 0,
+) -> pl.DataFrame:
+    """One row per profiled feature (plus `__score__` when both sides have scores): drift stats.
+
+    Columns: feature, kind (numeric|categorical|score), rows, psi, statistic (normalised
+    Wasserstein or JS distance), statistic_name, ks_statistic (numeric only, informational),
+    reference_mean, current_mean, reference_null_share, current_null_share, drifted.
+    Fewer than `thresholds.min_rows` rows: statistics computed, drifted False.
+    """
+    names = list(profile.numeric)
+    matrix = _float_matrix(current, names)
+    pick = _sample_rows(current.height, np.random.default_rng(seed))
+    records = [
+        _numeric_row(n, "numeric", profile.numeric[n], matrix[:, j], matrix[pick, j], thresholds)
+        for j, n in enumerate(names)
+    ]
+    records += [_categorical_row(c, ref, current[c], thresholds) for c, ref in profile.categorical.items()]
+    if scores is not None and profile.scores is not None:
+        values = np.asarray(scores, dtype=np.float64).ravel()
+        spick = _sample_rows(values.size, np.random.default_rng([seed, 1]))
+        records.append(_numeric_row(SCORE, "score", profile.scores, values, values[spick], thresholds))
+    return pl.DataFrame(records, schema=DRIFT_SCHEMA)
+
+
+def drift_summary(drift: pl.DataFrame, thresholds: DriftThresholds = DriftThresholds()) -> dict[str, Any]:
+    """Counts of drifted features (score excluded), the score's PSI, the alarm, and top features by PSI."""
+    features = drift.filter(pl.col("kind") != "score")
+    score = drift.filter(pl.col("kind") == "score")
+    n, k = features.height, int(features["drifted"].sum())
+    share = k / n if n else 0.0
+    score_drifted = bool(score["drifted"][0]) if score.height else False
+    return {
+        "features": n,
+        "drifted": k,
+        "share_drifted": share,
+        "score_psi": score["psi"][0] if score.height else None,
+        "score_drifted": score_drifted,
+        "alarm": share > thresholds.share_drifted or score_drifted,
+        "top": features.sort("psi", descending=True, nulls_last=True).head(5)["feature"].to_list(),
+        "drifted_features": features.filter(pl.col("drifted"))["feature"].to_list(),
+    }
+
+
+def alarm_rows(drift: pl.DataFrame, ignore: Sequence[str]) -> pl.DataFrame:
+    """The drift rows the alarm looks at: all but the features matching the `ignore` globs."""
+    ignored = [f for f in drift["feature"].to_list() if any(fnmatch.fnmatch(f, g) for g in ignore)]
+    return drift.filter(~pl.col("feature").is_in(ignored))
+
+
+def drift_by_day(
+    spec: ModelSpec,
+    profile: Profile,
+    features: pl.LazyFrame,
+    served: pl.LazyFrame,
+    first: date,
+    last: date,
+    chunk_days: int,
+    thresholds: DriftThresholds,
+) -> pl.DataFrame:
+    """`feature_drift` of each day in [first, last] against `profile`: the features of the rows `spec`
+    scores, and the scores served that day (`served`: snapshot_date, probability)."""
+    needed = {*KEY, *profile.numeric, *profile.categorical, *scoring_columns(spec)}
+    columns = [c for c in features.collect_schema().names() if c in needed]
+    days = []
+    # a few days per read: one scan per day of a wide table costs more than the statistics
+    for start, end in day_chunks(first, last, chunk_days):
+        in_range = pl.col("snapshot_date").is_between(start, end)
+        rows = scoring_rows(spec, features.filter(in_range).select(columns).collect())
+        scores = served.filter(in_range).select("snapshot_date", "probability").collect()
+        for day in each_day(start, end):
+            today = rows.filter(pl.col("snapshot_date") == day)
+            p = scores.filter(pl.col("snapshot_date") == day)["probability"].to_numpy()
+            stats = feature_drift(profile, today, p if p.size else None, thresholds)
+            days.append(stats.with_columns(snapshot_date=pl.lit(day)))
+    return pl.concat(days, how="diagonal_relaxed")

@@ -1,0 +1,217 @@
+"""Project settings: the lake home, thresholds and model options, from `ml_assets.toml` and the environment.
+
+The file is parsed once, into typed and range-checked tables (`load_settings`); every key is
+optional and its default is the field's default below. A wrong type, an out-of-range value or an
+unknown key fails at load with one line naming it. The file lives in the lake home
+(`$ML_ASSETS_HOME/ml_assets.toml`) unless a path is given.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+from pydantic import Field
+
+from ml_assets.core.config import (
+    Fraction,
+    Globs,
+    MonitoredMetric,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SettingsError,
+    Table,
+    Text,
+    parse,
+)
+from ml_assets.core.models.spec import ModelSpec, TrainingTable, specs_from_settings
+from ml_assets.core.monitoring.drift import DriftThresholds
+
+TableT = TypeVar("TableT", bound=Table)
+HOME_ENV = "ML_ASSETS_HOME"
+CONFIG_ENV = "ML_ASSETS_CONFIG"
+DEFAULT_HOME = ".ml_assets"
+
+
+class LakeSettings(Table):
+    uri: Text = ""  # empty: <home>/lake on local disk; else e.g. s3://bucket/prefix
+
+
+class CleaningSettings(Table):
+    watermark_days: NonNegativeInt = 3  # events arriving more than this many days late are quarantined
+
+
+class FeatureSettings(Table):
+    # trailing windows in days, inclusive of the snapshot day
+    windows: Annotated[
+        list[Annotated[int, Field(ge=1)]],
+        Field(min_length=1, description="a non-empty list of whole numbers >= 1"),
+    ] = [1, 7, 28]
+    max_event_types: NonNegativeInt = 40  # generic features for at most this many event types (most frequent)
+    chunk_days: PositiveInt = 7  # days cleaned and scored per piece: bounds memory on long backfills
+    chunk_rows: PositiveInt = 500_000  # feature rows (whole players) computed and written per piece
+
+
+class DriftSettings(Table):
+    # a feature drifts when PSI > psi AND its effect size passes too (normalised Wasserstein for
+    # numbers, Jensen-Shannon for categories): p-values flag everything at 100k rows, these do not
+    psi: PositiveFloat = 0.02
+    wasserstein: PositiveFloat = 0.1
+    jensen_shannon: Fraction = 0.07
+    share_drifted: Fraction = 0.3  # the drift sensor fires when this share of features drifts (or the score)
+    min_rows: PositiveInt = 1000
+    cooldown_hours: NonNegativeFloat = 24  # at most one drift-triggered retrain per model in this time
+    # Left out of the alarm (still measured and stored): features that move with the calendar in any
+    # growing game by construction - age, lifetime totals and maxima, days since, app version.
+    ignore: Globs = [
+        "tenure_days",
+        "events_total",
+        "app_version",
+        "*_recency_days",
+        "*_count_total",
+        "*_value_total",
+        "*_value_max",
+        "game_level_max",
+    ]
+
+    def thresholds(self) -> DriftThresholds:
+        """The thresholds `feature_drift` and the alarm use."""
+        return DriftThresholds(
+            psi=self.psi,
+            wasserstein=self.wasserstein,
+            jensen_shannon=self.jensen_shannon,
+            share_drifted=self.share_drifted,
+            min_rows=self.min_rows,
+        )
+
+
+class PerformanceSettings(Table):
+    degradation_threshold: Fraction = 0.05  # relative drop vs the model's own test figure
+    metric: MonitoredMetric = "roc_auc"
+    cooldown_hours: NonNegativeFloat = 24
+
+
+class FreshnessSettings(Table):
+    # hours after which a table counts as stale (newest event time and last update); 0 = no SLA
+    raw_events: NonNegativeFloat = 36
+    clean_events: NonNegativeFloat = 36
+    player_features: NonNegativeFloat = 36
+    predictions: NonNegativeFloat = 36
+
+
+class AlertSettings(Table):
+    webhook_url: Text = ""  # POSTed JSON for failed checks, drift and degradation; always logged too
+
+
+SECTIONS: dict[str, type[Table]] = {
+    "lake": LakeSettings,
+    "cleaning": CleaningSettings,
+    "features": FeatureSettings,
+    "drift": DriftSettings,
+    "performance": PerformanceSettings,
+    "freshness": FreshnessSettings,
+    "alerts": AlertSettings,
+    # defaults for every model; a [models.NAME] table can set any of these for itself
+    "training": TrainingTable,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved, validated settings for one lake home."""
+
+    home: Path
+    lake: LakeSettings = field(default_factory=LakeSettings)
+    cleaning: CleaningSettings = field(default_factory=CleaningSettings)
+    features: FeatureSettings = field(default_factory=FeatureSettings)
+    drift: DriftSettings = field(default_factory=DriftSettings)
+    performance: PerformanceSettings = field(default_factory=PerformanceSettings)
+    freshness: FreshnessSettings = field(default_factory=FreshnessSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    specs: tuple[ModelSpec, ...] = ()
+
+    @property
+    def lake_uri(self) -> str:
+        """Root of the Delta tables: a local folder by default, or an object-store URI."""
+        return self.lake.uri or str(self.home / "lake")
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.home / "landing"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def webhook_url(self) -> str | None:
+        return self.alerts.webhook_url or None
+
+    def spec(self, name: str) -> ModelSpec:
+        """One model's spec by name; ValueError naming the known models when absent."""
+        for spec in self.specs:
+            if spec.name == name:
+                return spec
+        raise ValueError(f"no model named {name!r}; known: {[s.name for s in self.specs]}")
+
+
+def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
+    """The lake home as an absolute path: the argument, else $ML_ASSETS_HOME, else ./.ml_assets."""
+    raw = home if home is not None else os.environ.get(HOME_ENV, DEFAULT_HOME)
+    return Path(raw).expanduser().resolve()
+
+
+def config_path(home: Path, config: str | os.PathLike[str] | None = None) -> Path:
+    """The settings file in force: `config`, else $ML_ASSETS_CONFIG, else `<home>/ml_assets.toml`."""
+    return Path(config or os.environ.get(CONFIG_ENV) or home / "ml_assets.toml")
+
+
+def load_settings(
+    home: str | os.PathLike[str] | None = None, config: str | os.PathLike[str] | None = None
+) -> Settings:
+    """Read and validate `ml_assets.toml` (from `config`, $ML_ASSETS_CONFIG or the home), once.
+
+    Raises SettingsError (a ValueError) with one line per unknown key, wrong type or out-of-range value.
+    """
+    root = resolve_home(home)
+    path = config_path(root, config)
+    raw: dict[str, Any] = {}
+    if path.exists():
+        with path.open("rb") as fh:
+            try:
+                raw = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as exc:
+                raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
+    unknown = sorted(set(raw) - set(SECTIONS) - {"models"})
+    if unknown:
+        raise SettingsError(
+            f"{path}: unknown section(s) {[f'[{s}]' for s in unknown]}; known: {sorted(SECTIONS)} "
+            "and [models.NAME]"
+        )
+
+    def section(name: str, model: type[TableT]) -> TableT:
+        return parse(model, raw.get(name, {}), f"{path}: {name}")
+
+    models = raw.get("models", {})
+    if not isinstance(models, dict):
+        raise SettingsError(f"{path}: models must be tables [models.NAME]")
+    return Settings(
+        home=root,
+        lake=section("lake", LakeSettings),
+        cleaning=section("cleaning", CleaningSettings),
+        features=section("features", FeatureSettings),
+        drift=section("drift", DriftSettings),
+        performance=section("performance", PerformanceSettings),
+        freshness=section("freshness", FreshnessSettings),
+        alerts=section("alerts", AlertSettings),
+        specs=specs_from_settings(models, raw.get("training"), str(path)),
+    )

@@ -1,0 +1,309 @@
+"""Schedules, sensors and automation: keep the graph fresh, retrain when inputs drift or quality drops.
+
+Every sensor and schedule here is defined running (`default_status`): Dagster defines them stopped
+unless told, which would leave a fresh deployment doing nothing.
+"""
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import polars as pl
+
+from ml_assets.core.events.landing import list_batches, partition_day
+from ml_assets.core.models.spec import ModelSpec
+from ml_assets.core.monitoring.alerts import Alert, send_alert
+from ml_assets.core.monitoring.drift import alarm_rows, drift_summary
+from ml_assets.core.settings import Settings
+from ml_assets.defs.resources import LakeResource
+from ml_assets.lake.tables import EVENT_TABLES, model_assets, open_table
+
+RUNNING = dg.DefaultSensorStatus.RUNNING
+TRIGGER_TAG = "ml_assets/trigger"
+REASON_TAG = "ml_assets/reason"
+ALL_ASSETS_JOB = "all_assets"
+
+
+def retrain_selection(spec: ModelSpec) -> list[dg.AssetKey]:
+    """The assets a retrain of one model materializes."""
+    return [dg.AssetKey(name) for name in model_assets(spec.name).retrain]
+
+
+def partitioned_selection(specs: tuple[ModelSpec, ...]) -> list[dg.AssetKey]:
+    """Every daily-partitioned asset: what a refresh of new days materializes."""
+    per_model = [name for s in specs for name in model_assets(s.name).daily]
+    return [dg.AssetKey(k) for k in [*EVENT_TABLES, *per_model]]
+
+
+def _read_latest(uri: str) -> pl.DataFrame | None:
+    """Rows of the newest snapshot day of a monitoring table, or None when it does not exist yet."""
+    if open_table(uri) is None:
+        return None
+    table = pl.scan_delta(uri)
+    newest = table.select(pl.col("snapshot_date").max()).collect().item()
+    return table.filter(pl.col("snapshot_date") == newest).collect() if newest else None
+
+
+def _cooling_down(cursor: str | None, hours: float, now: datetime) -> bool:
+    if not cursor:
+        return False
+    last = datetime.fromisoformat(json.loads(cursor)["requested_at"])
+    return now - last < timedelta(hours=hours)
+
+
+def _request_retrain(
+    context: dg.SensorEvaluationContext,
+    spec: ModelSpec,
+    lake: LakeResource,
+    trigger: str,
+    day: object,
+    version: str,
+    reason: str,
+    alert: Alert,
+    tags: dict[str, str] | None = None,
+) -> dg.SensorResult | dg.SkipReason:
+    """Alert and request a retrain of `spec`'s model, once per day and version and not within the
+    trigger's cooldown (`[drift]` / `[performance]` cooldown_hours)."""
+    settings = lake.settings()
+    cooldown = settings.drift.cooldown_hours if trigger == "drift" else settings.performance.cooldown_hours
+    now = datetime.now(UTC)
+    if _cooling_down(context.cursor, cooldown, now):
+        return dg.SkipReason(
+            f"{spec.name}: {trigger} on {day}, but a retrain was requested within the cooldown"
+        )
+    send_alert(alert, settings.webhook_url, context.log)
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_key=f"{spec.name}-{trigger}-{day}-{version}",
+                asset_selection=retrain_selection(spec),
+                tags={TRIGGER_TAG: trigger, REASON_TAG: reason[:250], **(tags or {})},
+            )
+        ],
+        cursor=json.dumps({"requested_at": now.isoformat(), "day": str(day)}),
+    )
+
+
+def drift_sensor(spec: ModelSpec) -> dg.SensorDefinition:
+    """Requests a retrain of `spec`'s model when its stored drift for the newest day raises the alarm."""
+    n, names = spec.name, model_assets(spec.name)
+
+    @dg.sensor(
+        name=names.drift_sensor,
+        asset_selection=retrain_selection(spec),
+        minimum_interval_seconds=600,
+        default_status=RUNNING,
+        description=f"Retrain {n} when the share of drifted features (or the score) passes [drift] limits.",
+    )
+    def sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult | dg.SkipReason:
+        settings = lake.settings()
+        latest = _read_latest(lake.table_uri(names.feature_drift))
+        if latest is None or latest.height == 0:
+            return dg.SkipReason(f"no {names.feature_drift} results yet")
+        day, version = latest["snapshot_date"][0], latest["model_version"][0]
+        summary = drift_summary(alarm_rows(latest, settings.drift.ignore), settings.drift.thresholds())
+        if not summary["alarm"]:
+            return dg.SkipReason(
+                f"{n} {version} on {day}: {summary['drifted']}/{summary['features']} drifted, no alarm"
+            )
+        drifted = f"{summary['drifted']}/{summary['features']} features drifted"
+        return _request_retrain(
+            context,
+            spec,
+            lake,
+            trigger="drift",
+            day=day,
+            version=version,
+            reason=f"{drifted} on {day} (share {summary['share_drifted']:.2f})",
+            alert=Alert(
+                kind="drift",
+                model=n,
+                title=f"{n}: input drift on {day}",
+                details={**summary, "version": version},
+            ),
+            tags={"ml_assets/drifted_features": ",".join(summary.get("drifted_features", [])[:10])},
+        )
+
+    return sensor
+
+
+def degradation_sensor(spec: ModelSpec) -> dg.SensorDefinition:
+    """Requests a retrain of `spec`'s model when its stored performance for the newest day is degraded."""
+    n, names = spec.name, model_assets(spec.name)
+
+    @dg.sensor(
+        name=names.degradation_sensor,
+        asset_selection=retrain_selection(spec),
+        minimum_interval_seconds=600,
+        default_status=RUNNING,
+        description=f"Retrain {n} when its estimated or realized quality drops past [performance] threshold.",
+    )
+    def sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult | dg.SkipReason:
+        latest = _read_latest(lake.table_uri(names.model_performance))
+        overall = latest.filter(pl.col("segment_column") == "all") if latest is not None else None
+        if overall is None or overall.height == 0:
+            return dg.SkipReason(f"no {names.model_performance} results yet")
+        row = overall.row(0, named=True)
+        if not row["degraded"]:
+            return dg.SkipReason(f"{n} on {row['snapshot_date']}: {row['reason']}")
+        kind = "estimated" if row["estimated"] else "realized"
+        return _request_retrain(
+            context,
+            spec,
+            lake,
+            trigger="degradation",
+            day=row["snapshot_date"],
+            version=row["model_version"],
+            reason=f"{kind}: {row['reason']}",
+            alert=Alert(kind="degradation", model=n, title=f"{n}: {kind} quality dropped", details=row),
+        )
+
+    return sensor
+
+
+def new_files_sensor(
+    specs: tuple[ModelSpec, ...], partitions: dg.TimeWindowPartitionsDefinition
+) -> dg.SensorDefinition:
+    """Starts the partitioned pipeline over the days that newly landed batches touch."""
+
+    @dg.sensor(
+        name="new_landing_batches_sensor",
+        asset_selection=partitioned_selection(specs),
+        minimum_interval_seconds=60,
+        default_status=RUNNING,
+        description="Materialize the days of newly landed batches (ingest / simulate) through the graph.",
+    )
+    def sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult | dg.SkipReason:
+        batches = list_batches(lake.landing_dir)
+        if context.cursor is None:
+            # first tick: what landed before the sensor ran is history, not news (materialize it
+            # with `ml-assets materialize`); only batches that land from now on start runs
+            return dg.SensorResult(
+                skip_reason=f"baseline: {len(batches)} batches already landed",
+                cursor=json.dumps(sorted(b.name for b in batches)),
+            )
+        seen = set(json.loads(context.cursor))
+        new = [b for b in batches if b.name not in seen]
+        if not new:
+            return dg.SkipReason("no new landing batches")
+        days = pl.scan_parquet([str(b) for b in new]).select(partition_day()).collect()["partition_date"]
+        keys = partitions.get_partition_keys()
+        first, last = max(str(days.min()), keys[0]), min(str(days.max()), keys[-1])
+        cursor = json.dumps(sorted(seen | {b.name for b in new}))
+        if first > last:
+            # days past the loaded window appear once the code location reloads with the new window
+            return dg.SensorResult(
+                skip_reason=f"{len(new)} new batches outside the loaded partitions", cursor=cursor
+            )
+        digest = hashlib.sha256(",".join(sorted(b.name for b in new)).encode()).hexdigest()[:16]
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    run_key=f"landing-{digest}",
+                    asset_selection=partitioned_selection(specs),
+                    tags={
+                        "dagster/asset_partition_range_start": first,
+                        "dagster/asset_partition_range_end": last,
+                        TRIGGER_TAG: "new_files",
+                        REASON_TAG: f"{len(new)} new landing batches, days {first}..{last}",
+                    },
+                )
+            ],
+            cursor=cursor,
+        )
+
+    return sensor
+
+
+def check_alert_sensor() -> dg.SensorDefinition:
+    """Sends every failed asset check to the alert hook once."""
+
+    @dg.sensor(name="failed_check_alert_sensor", minimum_interval_seconds=60, default_status=RUNNING)
+    def sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult | dg.SkipReason:
+        after = int(context.cursor) if context.cursor else None
+        records = context.instance.get_event_records(
+            dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=after),
+            limit=500,
+            ascending=True,
+        )
+        if not records:
+            return dg.SkipReason("no new check results")
+        webhook = lake.settings().webhook_url
+        failed = 0
+        for record in records:
+            evaluation = record.event_log_entry.dagster_event.asset_check_evaluation_data
+            if not evaluation.passed:
+                failed += 1
+                key = evaluation.asset_check_key
+                send_alert(
+                    Alert(
+                        kind="check_failed",
+                        model=None,
+                        title=f"check {key.name} failed on {key.asset_key.to_user_string()}",
+                        details={
+                            "run_id": record.event_log_entry.run_id,
+                            "severity": str(evaluation.severity),
+                        },
+                    ),
+                    webhook,
+                    context.log,
+                )
+        return dg.SensorResult(
+            cursor=str(records[-1].storage_id), skip_reason=None if failed else "all passed"
+        )
+
+    return sensor
+
+
+def schedules(
+    specs: tuple[ModelSpec, ...], partitions: dg.TimeWindowPartitionsDefinition
+) -> list[dg.ScheduleDefinition]:
+    """A daily refresh of the newest partition and a weekly retrain of every model."""
+
+    @dg.schedule(
+        name="daily_refresh",
+        cron_schedule="0 3 * * *",
+        execution_timezone="UTC",
+        target=partitioned_selection(specs),
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Materialize the newest day through the partitioned graph.",
+    )
+    def daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        last = partitions.get_last_partition_key()
+        return dg.RunRequest(
+            run_key=f"daily-{last}", partition_key=last, tags={TRIGGER_TAG: "daily_schedule"}
+        )
+
+    weekly = dg.ScheduleDefinition(
+        name="weekly_retrain",
+        cron_schedule="0 4 * * 1",
+        execution_timezone="UTC",
+        target=dg.AssetSelection.assets(*[k for s in specs for k in retrain_selection(s)]),
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        tags={TRIGGER_TAG: "weekly_schedule"},
+        description="Retrain every model on the newest data; each version still passes the promotion gate.",
+    )
+    return [daily, weekly]
+
+
+def automation_sensor() -> dg.AutomationConditionSensorDefinition:
+    """Evaluates the assets' automation conditions (drift and performance follow new predictions)."""
+    return dg.AutomationConditionSensorDefinition(
+        "default_automation_condition_sensor", target=dg.AssetSelection.all(), default_status=RUNNING
+    )
+
+
+def model_sensors(spec: ModelSpec) -> list[dg.SensorDefinition]:
+    """The sensors that retrain one model: on drift, and on degraded quality."""
+    return [drift_sensor(spec), degradation_sensor(spec)]
+
+
+def automation_defs(settings: Settings, partitions: dg.TimeWindowPartitionsDefinition) -> dg.Definitions:
+    """What runs the whole graph: the job of every asset, new-file and check-alert sensors, the
+    automation-condition sensor, and the daily and weekly schedules."""
+    return dg.Definitions(
+        jobs=[dg.define_asset_job(ALL_ASSETS_JOB, selection=dg.AssetSelection.all())],
+        sensors=[new_files_sensor(settings.specs, partitions), check_alert_sensor(), automation_sensor()],
+        schedules=schedules(settings.specs, partitions),
+    )

@@ -1,0 +1,226 @@
+"""An IO manager that keeps each asset as a Delta table and replaces whole time windows atomically.
+
+`dagster_deltalake_polars.DeltaLakePolarsIOManager` would be the natural choice, but its overwrite
+predicate is built from the first bound of a partition range only, so a single-run backfill over
+many days fails Delta's write check (seen with dagster-deltalake 0.29). This one writes
+`col >= start AND col < end` for the run's whole window in one Delta transaction, so a crash leaves
+the previous table version and a rerun replaces the window instead of appending to it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import dagster as dg
+import polars as pl
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+
+from ml_assets.lake.tables import open_table, table_uri
+from ml_assets.lake.window_writer import WindowWriter, is_local, same_schema
+
+PARTITION_EXPR = "partition_expr"
+
+
+@dataclass
+class FrameChunks:
+    """A table produced in pieces (e.g. a few days at a time) so it never sits in memory whole.
+
+    The IO manager streams the pieces into ONE Delta transaction: readers see the old table or the
+    new one, never a half-written window. `on_chunk` sees each piece as it passes (for checks).
+    """
+
+    chunks: Iterable[pl.DataFrame]
+    on_chunk: Callable[[pl.DataFrame], None] | None = None
+    rows: int = field(default=0, init=False)
+    schema: pl.Schema | None = field(default=None, init=False)
+
+    def frames(self, check: Callable[[pl.DataFrame], None]) -> Iterator[pl.DataFrame]:
+        """Every piece, cast to the first's schema, after `check` and `on_chunk` have seen it."""
+        first: pl.Schema | None = None
+        # let go of the source once read: Dagster's in-process result keeps every output object
+        # until the run ends, and a source such as `collect_batches` holds its buffers
+        source, self.chunks = self.chunks, ()
+        for piece in source:
+            if first is None:
+                first = self.schema = piece.schema
+            piece = piece.select(list(first)).cast(dict(first))
+            check(piece)
+            if self.on_chunk:
+                self.on_chunk(piece)
+            self.rows += piece.height
+            yield piece
+
+    def stream(
+        self, check: Callable[[pl.DataFrame], None]
+    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]] | None:
+        """Arrow schema and batches of every piece, each cast to the first's schema; None when no pieces."""
+        pieces = self.frames(check)
+        first = next(pieces, None)
+        if first is None:
+            return None
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for piece in itertools.chain([first], pieces):
+                yield from piece.to_arrow().to_batches()
+
+        return first.to_arrow().schema, batches()
+
+
+def asset_table_uri(root_uri: str, key: dg.AssetKey) -> str:
+    """Where the Delta table of an asset lives under the lake root."""
+    return table_uri(root_uri, "/".join(key.path))
+
+
+def table_metadata(frame: pl.DataFrame, uri: str, version: int | None) -> dict[str, Any]:
+    """The metadata Dagster's UI shows for a written table."""
+    schema = dg.TableSchema(columns=[dg.TableColumn(name=n, type=str(t)) for n, t in frame.schema.items()])
+    meta: dict[str, Any] = {
+        "dagster/row_count": frame.height,
+        "dagster/column_schema": schema,
+        "table_uri": dg.MetadataValue.path(uri),
+    }
+    if version is not None:
+        meta["delta_version"] = version
+    return meta
+
+
+def _refuse_outside(
+    context: dg.OutputContext, frame: pl.DataFrame, column: str, start: date, end: date
+) -> None:
+    outside = frame.filter(~pl.col(column).is_between(start, end, closed="left")).height
+    if outside:
+        raise ValueError(
+            f"{context.asset_key.to_user_string()}: {outside} rows have {column} outside the "
+            f"partition window [{start}, {end}); refusing to write them"
+        )
+
+
+class DeltaLakeIOManager(dg.ConfigurableIOManager):
+    """Polars frames in, Delta tables out, one table per asset under `root_uri`."""
+
+    root_uri: str
+    storage_options: dict[str, str] = {}
+
+    def _options(self) -> dict[str, str] | None:
+        return self.storage_options or None
+
+    def handle_output(
+        self, context: dg.OutputContext, obj: pl.DataFrame | pl.LazyFrame | FrameChunks | None
+    ) -> None:
+        if obj is None:
+            return
+        if isinstance(obj, FrameChunks):
+            self._write_chunks(context, obj)
+            return
+        frame = obj.collect() if isinstance(obj, pl.LazyFrame) else obj
+        uri = asset_table_uri(self.root_uri, context.asset_key)
+        if context.has_asset_partitions:
+            column, start, end, predicate = self._window(context)
+            _refuse_outside(context, frame, column, start, end)
+            version = self._replace_window(frame, uri, column, predicate)
+        else:
+            frame.write_delta(
+                uri,
+                mode="overwrite",
+                storage_options=self._options(),
+                delta_write_options={"schema_mode": "overwrite"},
+            )
+            version = DeltaTable(uri, storage_options=self._options()).version()
+        context.add_output_metadata(table_metadata(frame, uri, version))
+
+    @staticmethod
+    def _window(context: dg.OutputContext) -> tuple[str, date, date, str]:
+        column = context.definition_metadata[PARTITION_EXPR]
+        window = context.asset_partitions_time_window
+        start, end = window.start.date(), window.end.date()
+        return column, start, end, f"{column} >= '{start.isoformat()}' AND {column} < '{end.isoformat()}'"
+
+    def _write_chunks(self, context: dg.OutputContext, obj: FrameChunks) -> None:
+        uri = asset_table_uri(self.root_uri, context.asset_key)
+        if not context.has_asset_partitions:
+            raise ValueError(
+                f"{context.asset_key.to_user_string()}: chunked outputs are for partitioned tables"
+            )
+        column, start, end, predicate = self._window(context)
+        exists = self._exists(uri)
+        if is_local(uri):
+            pieces = obj.frames(lambda piece: _refuse_outside(context, piece, column, start, end))
+            first = next(pieces, None)
+            if first is not None and (not exists or same_schema(DeltaTable(uri), first)):
+                writer = WindowWriter(uri, column)
+                for piece in itertools.chain([first], pieces):
+                    writer.write(piece)
+                version = writer.commit(first, start, end)
+                empty = pl.DataFrame(schema=obj.schema)
+                context.add_output_metadata(
+                    {**table_metadata(empty, uri, version), "dagster/row_count": obj.rows}
+                )
+                return
+            # a new column (schema merge), or no rows: write_deltalake's path below
+            obj = FrameChunks(itertools.chain([first] if first is not None else [], pieces))
+        streamed = obj.stream(lambda piece: _refuse_outside(context, piece, column, start, end))
+        if streamed is None:
+            if exists:  # nothing for this window any more: the rerun still replaces what was there
+                DeltaTable(uri, storage_options=self._options()).delete(predicate)
+            context.add_output_metadata({"dagster/row_count": 0})
+            return
+        schema, batches = streamed
+        reader = pa.RecordBatchReader.from_batches(schema, batches)
+        if exists:
+            write_deltalake(
+                uri,
+                reader,
+                mode="overwrite",
+                predicate=predicate,
+                schema_mode="merge",
+                storage_options=self._options(),
+            )
+        else:
+            write_deltalake(
+                uri, reader, mode="append", partition_by=[column], storage_options=self._options()
+            )
+        version = DeltaTable(uri, storage_options=self._options()).version()
+        empty = pl.DataFrame(schema=obj.schema)
+        context.add_output_metadata({**table_metadata(empty, uri, version), "dagster/row_count": obj.rows})
+
+    def _exists(self, uri: str) -> bool:
+        return open_table(uri, self._options()) is not None
+
+    def _replace_window(self, frame: pl.DataFrame, uri: str, column: str, predicate: str) -> int:
+        if not self._exists(uri):
+            frame.write_delta(
+                uri,
+                mode="append",
+                storage_options=self._options(),
+                delta_write_options={"partition_by": [column]},
+            )
+        else:
+            # new event types add feature columns over time: merge the schema instead of failing
+            frame.write_delta(
+                uri,
+                mode="overwrite",
+                storage_options=self._options(),
+                delta_write_options={"predicate": predicate, "schema_mode": "merge"},
+            )
+        return DeltaTable(uri, storage_options=self._options()).version()
+
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame | pl.LazyFrame:
+        uri = asset_table_uri(self.root_uri, context.asset_key)
+        frame = pl.scan_delta(uri, storage_options=self._options())
+        if context.has_asset_partitions:
+            upstream = context.upstream_output
+            column = upstream.definition_metadata[PARTITION_EXPR] if upstream else None
+            if column is None:
+                raise ValueError(f"{context.asset_key.to_user_string()} has no {PARTITION_EXPR} metadata")
+            window = context.asset_partitions_time_window
+            frame = frame.filter(
+                pl.col(column).is_between(window.start.date(), window.end.date(), closed="left")
+            )
+        if context.dagster_type.typing_type is pl.LazyFrame:
+            return frame
+        return frame.collect()

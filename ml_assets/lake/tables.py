@@ -1,0 +1,125 @@
+"""The one owner of the lake's table names, where each table lives, and whether it exists yet.
+
+Asset keys are table names (flat keys), so the Dagster layer, the CLI and the status report all
+name tables through here. No Dagster import: the core's registry and experiment log use it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+
+RAW_EVENTS = "raw_events"
+CLEAN_EVENTS = "clean_events"
+QUARANTINED_EVENTS = "quarantined_events"
+PLAYER_FEATURES = "player_features"
+MODEL_REGISTRY = "model_registry"
+EXPERIMENTS = "experiments"
+
+# The column each daily-partitioned table is stored by (Delta partition column).
+EVENT_TABLES: dict[str, str] = {
+    RAW_EVENTS: "partition_date",
+    CLEAN_EVENTS: "event_date",
+    QUARANTINED_EVENTS: "partition_date",
+    PLAYER_FEATURES: "snapshot_date",
+}
+SNAPSHOT_COLUMN = "snapshot_date"
+
+
+@dataclass(frozen=True)
+class ModelAssets:
+    """The names of one model spec's assets, UI group, job and sensors: `model_assets(name)` makes it."""
+
+    model: str
+
+    @property
+    def training_set(self) -> str:
+        return f"{self.model}_training_set"
+
+    @property
+    def trained(self) -> str:
+        """The asset of each trained (candidate) version."""
+        return f"{self.model}_model"
+
+    @property
+    def production_model(self) -> str:
+        return f"{self.model}_production_model"
+
+    @property
+    def predictions(self) -> str:
+        return f"{self.model}_predictions"
+
+    @property
+    def feature_drift(self) -> str:
+        return f"{self.model}_feature_drift"
+
+    @property
+    def model_performance(self) -> str:
+        return f"{self.model}_model_performance"
+
+    @property
+    def group(self) -> str:
+        return f"model_{self.model}"
+
+    @property
+    def stage_change_job(self) -> str:
+        return f"{self.model}_stage_change"
+
+    @property
+    def drift_sensor(self) -> str:
+        return f"{self.model}_drift_sensor"
+
+    @property
+    def degradation_sensor(self) -> str:
+        return f"{self.model}_degradation_sensor"
+
+    @property
+    def retrain(self) -> tuple[str, ...]:
+        """What a retrain materializes."""
+        return (self.training_set, self.trained, self.production_model)
+
+    @property
+    def daily(self) -> tuple[str, ...]:
+        """The model's daily-partitioned tables (all stored by `snapshot_date`)."""
+        return (self.predictions, self.feature_drift, self.model_performance)
+
+    @property
+    def tables(self) -> dict[str, str | None]:
+        """Every Delta table of the model with its partition column (None: unpartitioned)."""
+        return {self.training_set: None, **{name: SNAPSHOT_COLUMN for name in self.daily}}
+
+
+def model_assets(model: str) -> ModelAssets:
+    """The asset names of the model spec called `model`."""
+    return ModelAssets(model)
+
+
+def lake_tables(models: list[str] | tuple[str, ...]) -> dict[str, str | None]:
+    """Every table of a lake with these models, with its partition column (None: unpartitioned)."""
+    out: dict[str, str | None] = dict(EVENT_TABLES)
+    for name in models:
+        out.update(model_assets(name).tables)
+    out[MODEL_REGISTRY] = None
+    out[EXPERIMENTS] = None
+    return out
+
+
+def table_uri(lake_uri: str, name: str) -> str:
+    """Where table `name` lives under the lake root (a folder or an object-store URI)."""
+    return f"{lake_uri.rstrip('/')}/{name}"
+
+
+def open_table(uri: str, storage_options: dict[str, str] | None = None) -> DeltaTable | None:
+    """The Delta table at `uri`, or None when it has not been written yet."""
+    try:
+        return DeltaTable(uri, storage_options=storage_options)
+    except TableNotFoundError:
+        return None
+
+
+def delta_version(uri: str, storage_options: dict[str, str] | None = None) -> int | None:
+    """The table's current Delta version, or None when it has not been written yet."""
+    table = open_table(uri, storage_options)
+    return None if table is None else table.version()

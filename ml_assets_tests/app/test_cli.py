@@ -1,0 +1,84 @@
+"""The CLI on the SQLite instance under the lake home (the one short test of that path)."""
+
+import json
+
+import dagster as dg
+import pytest
+
+from ml_assets.app.cli import main
+from ml_assets_tests.conftest import ADVISORY
+
+
+@pytest.fixture(autouse=True)
+def _restore_env(monkeypatch):
+    # the CLI exports its home and instance to the environment for child processes; undo that after
+    for name in ("DAGSTER_HOME", "ML_ASSETS_HOME", "ML_ASSETS_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_simulate_materialize_status_on_sqlite(tmp_path, capsys):
+    home = tmp_path / "home"
+    assert main(["--home", str(home), "simulate", "--players", "150", "--days", "35"]) == 0
+    assert main(["--home", str(home), "simulate", "--until", "2025-02-09"]) == 0  # extends by 5 days
+    out = capsys.readouterr().out
+    assert "landed 5 day batches" in out
+    assert main(["--home", str(home), "materialize"]) == 0
+    capsys.readouterr()
+    assert main(["--home", str(home), "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["data_window"] == ["2025-01-01", "2025-02-09"]
+    tables = {t["table"]: t for t in status["tables"]}
+    assert tables["clean_events"]["partitions"] == 40
+    assert (
+        tables["raw_events"]["rows"] == tables["clean_events"]["rows"] + tables["quarantined_events"]["rows"]
+    )
+    # nothing failed; on so small a lake first_purchase may not beat its baseline, so it has no
+    # production version and its predictions (and their check) are skipped, not failed
+    by_check = {(c["asset"], c["check"]): c["status"] for c in status["checks"] if c["check"] not in ADVISORY}
+    assert "FAILED" not in by_check.values()
+    assert {v for (asset, _), v in by_check.items() if not asset.startswith("first_purchase")} == {
+        "SUCCEEDED"
+    }
+    assert {m["model"] for m in status["models"]} == {"churn", "first_purchase"}
+    # models and experiments, for people and scripts
+    capsys.readouterr()
+    assert main(["--home", str(home), "models", "list", "--json"]) == 0
+    models = json.loads(capsys.readouterr().out)
+    churn = next(m for m in models if m["model"] == "churn")
+    assert main(["--home", str(home), "experiments", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert {r["model"] for r in runs} == {"churn", "first_purchase"}
+    assert all("roc_auc" in r and "baseline_roc_auc" in r for r in runs)
+    assert main(["--home", str(home), "experiments", "--model", "churn"]) == 0
+    assert churn["version"] in capsys.readouterr().out
+    if churn["stage"] == "production":
+        # nothing earlier to roll back to: the run fails and production stays
+        assert main(["--home", str(home), "models", "rollback", "churn"]) == 1
+        assert main(["--home", str(home), "models", "promote", "churn", churn["version"]]) == 0
+        assert f"production is now {churn['version']}" in capsys.readouterr().out
+    else:
+        assert (
+            main(["--home", str(home), "models", "promote", "churn", churn["version"], "--reason", "test"])
+            == 0
+        )
+    assert main(["--home", str(home), "models", "list", "churn"]) == 0
+    assert f"{churn['version']}  production" in capsys.readouterr().out
+    # the runs are recorded in the SQLite instance under the lake home
+    instance = dg.DagsterInstance.from_config(str(home / "dagster"))
+    runs = instance.get_runs()
+    assert len(runs) >= 2 and {r.job_name for r in runs} == {"all_assets", "materialize_selection"}
+    assert (home / "dagster" / "history").exists()
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    home = str(tmp_path / "h")
+    assert main(["--home", home, "materialize"]) == 2
+    assert "nothing has landed" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[source]\nformat = 'xlsx'\n")
+    (tmp_path / "e.csv").write_text("a,b\n1,2\n")
+    assert main(["--home", home, "ingest", str(tmp_path / "e.csv"), "--mapping", str(bad)]) == 2
+    assert "format" in capsys.readouterr().err
+    assert main(["--home", home, "simulate", "--players", "20", "--days", "20"]) == 0
+    assert main(["--home", home, "materialize", "--select", "nope"]) == 2
+    assert "unknown asset" in capsys.readouterr().err

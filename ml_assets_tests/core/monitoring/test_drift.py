@@ -1,0 +1,207 @@
+import json
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from ml_assets.core.monitoring.drift import (
+    SCORE,
+    DriftThresholds,
+    Profile,
+    build_profile,
+    drift_summary,
+    feature_drift,
+)
+
+N = 100_000
+PLATFORMS = ["android", "ios", "pc", "switch", "web"]
+SHARES = [0.4, 0.25, 0.15, 0.12, 0.08]
+MOVED = [0.3, 0.35, 0.15, 0.12, 0.08]  # 10 points from android to ios
+
+
+def game_frame(n: int, seed: int, shifted: bool = False) -> pl.DataFrame:
+    """59 numeric features (normal, lognormal, zero-inflated counts, booleans, totals) + platform."""
+    rng = np.random.default_rng(seed)
+    cols: dict[str, pl.Series] = {}
+    for i in range(15):
+        cols[f"normal_{i}"] = pl.Series(rng.normal(10, 2, n), dtype=pl.Float32)
+    for i in range(15):
+        spend = rng.lognormal(0, 1, n) * (1.2 if shifted and i == 0 else 1.0)
+        if i == 1:
+            spend[rng.random(n) < 0.05] = np.nan
+        cols[f"spend_{i}"] = pl.Series(spend, dtype=pl.Float32, nan_to_null=True)
+    for i in range(15):
+        rate = 3.0 if shifted and i == 0 else 1.5
+        cols[f"count_{i}"] = pl.Series(rng.poisson(rate, n) * (rng.random(n) < 0.4), dtype=pl.Int32)
+    for i in range(10):
+        cols[f"flag_{i}"] = pl.Series(rng.random(n) < 0.3, dtype=pl.Boolean)
+    for i in range(4):
+        cols[f"total_{i}"] = pl.Series(rng.poisson(50, n), dtype=pl.Int64)
+    cols["platform"] = pl.Series(rng.choice(PLATFORMS, n, p=MOVED if shifted else SHARES))
+    return pl.DataFrame(cols)
+
+
+@pytest.fixture(scope="module")
+def reference() -> tuple[Profile, list[str]]:
+    frame = game_frame(N, seed=1)
+    scores = np.random.default_rng(11).beta(2, 5, N)
+    features = frame.columns
+    return build_profile(frame, features, ["platform"], scores=scores), features
+
+
+def test_same_distribution_at_100k_rows_is_quiet(reference):
+    profile, features = reference
+    assert len(features) == 60
+    scores = np.random.default_rng(12).beta(2, 5, N)
+    drift = feature_drift(profile, game_frame(N, seed=2), scores=scores)
+    assert drift.height == 61
+    assert drift["feature"].to_list() == [*features, SCORE]
+    assert drift["drifted"].sum() == 0
+    assert drift["psi"].max() < 0.002  # 10x under the 0.02 threshold
+    numeric = drift.filter(pl.col("kind") == "numeric")
+    assert numeric["ks_statistic"].null_count() == 0
+    assert numeric["ks_statistic"].max() < 0.06  # D between two 2,000-value samples
+    assert numeric["statistic"].max() < 0.08  # 2,000-value sample noise; PSI is what keeps it quiet
+    platform = drift.filter(pl.col("feature") == "platform").row(0, named=True)
+    assert platform["statistic_name"] == "jensen_shannon" and platform["statistic"] < 0.02
+    spend = drift.filter(pl.col("feature") == "spend_1").row(0, named=True)
+    assert abs(spend["current_null_share"] - 0.05) < 0.005
+    assert drift_summary(drift)["alarm"] is False
+
+
+def test_real_shifts_are_caught_and_nothing_else(reference):
+    profile, _ = reference
+    scores = np.random.default_rng(12).beta(3, 5, N)
+    drift = feature_drift(profile, game_frame(N, seed=3, shifted=True), scores=scores)
+    flagged = drift.filter(pl.col("drifted"))["feature"].to_list()
+    assert flagged == ["spend_0", "count_0", "platform", SCORE]
+    spend = drift.filter(pl.col("feature") == "spend_0").row(0, named=True)
+    assert 0.02 < spend["psi"] < 0.05 and 0.1 < spend["statistic"] < 0.25
+    assert abs(spend["current_mean"] / spend["reference_mean"] - 1.2) < 0.03
+    score = drift.filter(pl.col("kind") == "score").row(0, named=True)
+    assert score["statistic"] > 0.4 and abs(score["current_mean"] - 3 / 8) < 0.005
+
+    summary = drift_summary(drift)
+    assert summary["features"] == 60 and summary["drifted"] == 3
+    assert summary["share_drifted"] == 3 / 60
+    assert summary["alarm"] is True  # from the score, not the share
+    assert summary["score_psi"] == score["psi"]
+    assert set(summary["top"][:3]) == {"count_0", "platform", "spend_0"} and len(summary["top"]) == 5
+
+
+def test_summary_alarm_on_share_of_features():
+    drift = pl.DataFrame(
+        {"feature": list("abcd"), "kind": ["numeric"] * 4, "psi": [0.5, None, 0.3, 0.01]}
+    ).with_columns(drifted=pl.Series([True, True, False, False]))
+    summary = drift_summary(drift)
+    assert summary == {
+        "features": 4,
+        "drifted": 2,
+        "share_drifted": 0.5,
+        "score_psi": None,
+        "score_drifted": False,
+        "alarm": True,
+        "top": ["a", "c", "d", "b"],
+        "drifted_features": ["a", "b"],
+    }
+    assert drift_summary(drift, DriftThresholds(share_drifted=0.5))["alarm"] is False
+
+
+def test_profile_json_round_trip(reference):
+    profile, _ = reference
+    text = json.dumps(profile.to_json(), allow_nan=False)
+    back = Profile.from_json(json.loads(text))
+    assert back == profile
+    assert len(back.numeric["normal_0"].sample) == 2000
+    assert back.numeric["normal_0"].edges[0] == -math.inf and len(back.numeric["normal_0"].counts) == 10
+    assert back.scores is not None and sum(back.scores.counts) == N
+
+
+def test_exact_wasserstein_ks_and_js_values():
+    ref = pl.DataFrame({"x": [0.0, 1.0, 2.0, 3.0], "c": ["a", "b", "a", "b"]})
+    cur = pl.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "c": ["a", "a", "a", "a"]})
+    drift = feature_drift(build_profile(ref, ["x", "c"], ["c"]), cur, thresholds=DriftThresholds(min_rows=1))
+    x, c = drift.row(0, named=True), drift.row(1, named=True)
+    assert x["statistic"] == pytest.approx(1 / math.sqrt(1.25))  # W1 = 1, reference std sqrt(1.25)
+    assert x["ks_statistic"] == pytest.approx(0.25)
+    assert x["drifted"] is True
+    # p = (a .5, b .5), q = (a 1): JS divergence 0.3113 bits; PSI .5 ln 2 + (.5 - 1e-4) ln(.5 / 1e-4)
+    assert c["statistic"] == pytest.approx(
+        math.sqrt(0.5 * (0.5 * math.log2(2 / 3) + 0.5) + 0.5 * math.log2(4 / 3))
+    )
+    assert c["psi"] == pytest.approx(0.5 * math.log(2) + (0.5 - 1e-4) * math.log(0.5 / 1e-4))
+    assert c["drifted"] is True and c["ks_statistic"] is None
+
+
+def test_discrete_features_get_one_bin_per_value():
+    rng = np.random.default_rng(5)
+    n = 5000
+    frame = pl.DataFrame(
+        {
+            "level": pl.Series(rng.choice([1, 2, 3], n, p=[0.7, 0.2, 0.1]), dtype=pl.Int32),
+            "rare_flag": pl.Series(rng.random(n) < 0.05),
+            "zero": pl.Series(np.zeros(n), dtype=pl.Float32),
+        }
+    )
+    profile = build_profile(frame, frame.columns, [])
+    level = profile.numeric["level"]
+    assert level.edges == [-math.inf, 1.0, 2.0, 3.0, math.nextafter(3.0, math.inf), math.inf]
+    assert level.counts[0] == 0 and level.counts[-1] == 0 and sum(level.counts) == n
+    # a 5% boolean would vanish into one quantile bin; here it keeps its own bin
+    assert profile.numeric["rare_flag"].edges[1:-1] == [0.0, 1.0, math.nextafter(1.0, math.inf)]
+    assert profile.numeric["zero"].std == 0.0
+
+    same = feature_drift(profile, frame.sample(n, seed=1))
+    assert same["drifted"].sum() == 0
+    moved = pl.DataFrame(
+        {
+            "level": pl.Series(rng.choice([1, 2, 3, 4], n, p=[0.5, 0.2, 0.2, 0.1]), dtype=pl.Int32),
+            "rare_flag": pl.Series(rng.random(n) < 0.15),
+            "zero": pl.Series((rng.random(n) < 0.05).astype(float), dtype=pl.Float32),
+        }
+    )
+    drift = feature_drift(profile, moved)
+    assert drift["drifted"].to_list() == [True, True, True]
+    assert drift["statistic"][2] == math.inf  # any move away from a constant reference
+
+
+def test_all_null_current_columns():
+    rng = np.random.default_rng(6)
+    n = 3000
+    mostly_null = np.where(rng.random(n) < 0.95, np.nan, rng.normal(size=n))
+    frame = pl.DataFrame(
+        {
+            "x": rng.normal(size=n),
+            "sparse": pl.Series(mostly_null, nan_to_null=True),
+            "country": rng.choice(["de", "fr", "us"], n),
+        }
+    )
+    profile = build_profile(frame, ["x", "sparse", "country"], ["country"])
+    empty = pl.DataFrame(
+        {"x": [None] * n, "sparse": [None] * n, "country": [None] * n},
+        schema={"x": pl.Float64, "sparse": pl.Float64, "country": pl.String},
+    )
+    drift = feature_drift(profile, empty)
+    x, sparse, country = (drift.row(i, named=True) for i in range(3))
+    assert x["drifted"] is True and x["statistic"] is None and x["current_null_share"] == 1.0
+    assert x["current_mean"] is None and x["psi"] > 5
+    assert sparse["drifted"] is False  # the reference was 95% null already
+    assert country["drifted"] is True and country["statistic"] > 0.99
+
+
+def test_min_rows_keeps_small_samples_quiet():
+    rng = np.random.default_rng(7)
+    profile = build_profile(pl.DataFrame({"x": rng.normal(size=20_000)}), ["x"], [])
+    small = pl.DataFrame({"x": rng.normal(1.0, 1.0, 999)})
+    drift = feature_drift(profile, small)
+    row = drift.row(0, named=True)
+    assert row["rows"] == 999 and row["psi"] > 0.5 and row["statistic"] > 0.9
+    assert row["drifted"] is False
+    assert feature_drift(profile, small, thresholds=DriftThresholds(min_rows=500))["drifted"][0] is True
+
+
+def test_missing_current_column_fails_loudly(reference):
+    profile, _ = reference
+    with pytest.raises(pl.exceptions.ColumnNotFoundError):
+        feature_drift(profile, pl.DataFrame({"normal_0": [1.0]}))

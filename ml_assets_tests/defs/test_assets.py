@@ -1,0 +1,201 @@
+"""Each asset on a small simulated lake, through Dagster, on an ephemeral instance."""
+
+import json
+from datetime import date, timedelta
+
+import polars as pl
+from deltalake import DeltaTable
+
+from ml_assets.app.runner import execute
+from ml_assets.core.events.landing import scan_landing, write_batch
+from ml_assets.core.models.experiments import list_runs
+from ml_assets.core.models.registry import Registry
+from ml_assets.definitions import build_definitions
+from ml_assets_tests.conftest import check_results, data_checks_passed, read_table, run_graph
+
+FIRST, LAST = "2025-01-01", "2025-02-14"
+LAST2 = "2025-02-19"  # the 50-day lake
+
+
+def test_events_assets_account_for_every_landed_row(small_lake, instance):
+    result = run_graph(
+        small_lake, instance, FIRST, LAST, ["raw_events", "clean_events", "quarantined_events"]
+    )
+    assert result.success
+    assert data_checks_passed(result)
+    landed = scan_landing(small_lake.landing_dir).collect()
+    raw, clean, quarantined = (
+        read_table(small_lake, t) for t in ("raw_events", "clean_events", "quarantined_events")
+    )
+    assert raw.height == landed.height
+    assert clean.height + quarantined.height == raw.height
+    assert clean["event_id"].is_unique().all()
+    assert set(quarantined["reason"]) >= {"duplicate_event_id", "malformed_event_time", "missing_player_id"}
+    mats = result.asset_materializations_for_node("cleaned")
+    assert any("reason/duplicate_event_id" in m.metadata for m in mats)
+
+
+def test_rerunning_a_partition_replaces_it(small_lake, instance):
+    assert run_graph(
+        small_lake, instance, FIRST, LAST, ["raw_events", "clean_events", "quarantined_events"]
+    ).success
+    before = read_table(small_lake, "clean_events")
+    version = DeltaTable(f"{small_lake.lake_uri}/clean_events").version()
+    one_day = "2025-01-20"
+    result = run_graph(
+        small_lake, instance, one_day, one_day, ["raw_events", "clean_events", "quarantined_events"]
+    )
+    assert result.success
+    after = read_table(small_lake, "clean_events")
+    assert DeltaTable(f"{small_lake.lake_uri}/clean_events").version() == version + 1
+    assert after.height == before.height
+    assert after.sort("event_id").equals(before.sort("event_id"))
+
+
+def test_late_batch_lands_in_its_event_day_on_rerun(small_lake, instance):
+    assert run_graph(
+        small_lake, instance, FIRST, LAST, ["raw_events", "clean_events", "quarantined_events"]
+    ).success
+    day = date(2025, 1, 10)
+    late = (
+        read_table(small_lake, "clean_events")
+        .filter(pl.col("event_date") == day)
+        .head(1)
+        .with_columns(event_id=pl.lit("late-1"), received_date=pl.lit(day + timedelta(days=2)))
+    )
+    write_batch(small_lake.landing_dir, late, "late-batch", "late.csv")
+    assert run_graph(small_lake, instance, "2025-01-10", "2025-01-10", ["raw_events", "clean_events"]).success
+    clean = read_table(small_lake, "clean_events")
+    assert clean.filter(pl.col("event_id") == "late-1")["event_date"].to_list() == [day]
+
+
+def test_model_assets_train_gate_score_and_record_the_version(small_lake, instance):
+    result = run_graph(small_lake, instance, FIRST, LAST)
+    assert result.success, check_results(result)
+    assert data_checks_passed(result)
+    for name in ("churn", "first_purchase"):
+        meta = result.asset_materializations_for_node(f"{name}_model")[0].metadata
+        assert 0.5 < meta["test/roc_auc"].value <= 1.0
+        for key in (
+            "baseline/roc_auc",
+            "test/ece",
+            "importance_gain",
+            "plots",
+            "input_delta_versions",
+            "gate",
+        ):
+            assert key in meta, key
+        assert meta["plots"].value.count("data:image/png;base64,") == 4
+        predictions = read_table(small_lake, f"{name}_predictions")
+        served = result.asset_materializations_for_node(f"{name}_production_model")[0].metadata
+        assert set(predictions["model_version"]) == {served["model_version"].value}
+        assert predictions["probability"].is_between(0, 1).all()
+        # every prediction carries its top reasons, named after the model's features
+        assert predictions["reason_1"].null_count() == 0
+        assert set(predictions["reason_1"]) <= set(read_table(small_lake, "player_features").columns)
+    assert meta["stage"].value in {"production", "staging"}
+    churn_meta = result.asset_materializations_for_node("churn_model")[0].metadata
+    assert churn_meta["tuning_trials"].value == 2
+    features = read_table(small_lake, "player_features")
+    churn_predictions = read_table(small_lake, "churn_predictions")
+    assert churn_predictions.height == features.height
+    # first_purchase scores only players who have not bought yet
+    payers = features.filter(pl.col("ev_purchase_count_total") > 0).select("player_id", "snapshot_date")
+    assert (
+        read_table(small_lake, "first_purchase_predictions")
+        .join(payers, on=["player_id", "snapshot_date"])
+        .height
+        == 0
+    )
+    training = read_table(small_lake, "churn_training_set")
+    # only matured snapshots: the label horizon (14 days) must fit before the last day
+    assert training["snapshot_date"].max() <= date(2025, 2, 14) - timedelta(days=14)
+
+
+def test_retraining_on_the_same_inputs_is_the_same_version(small_lake, instance):
+    first = run_graph(small_lake, instance, FIRST, LAST)
+    version = first.asset_materializations_for_node("churn_model")[0].metadata["model_version"].value
+    again = run_graph(small_lake, instance, FIRST, LAST, ["churn_model"])
+    assert again.asset_materializations_for_node("churn_model")[0].metadata["model_version"].value == version
+    assert [p.stem for p in (small_lake.models_dir / "churn").glob("*.txt")] == [version]
+    runs = list_runs(f"{small_lake.lake_uri}/experiments", "churn")
+    assert runs["version"].to_list() == [version]
+    assert json.loads(runs["input_versions"][0])["churn_training_set"] >= 0
+
+
+def test_gate_refuses_a_worse_model_then_promote_and_rollback(tmp_path, instance):
+    from ml_assets.core.settings import load_settings
+    from ml_assets_tests.conftest import TEST_SETTINGS, make_lake
+
+    settings = make_lake(tmp_path / "h", players=1000, days=50)
+    assert run_graph(settings, instance, FIRST, LAST2).success
+    registry = Registry(f"{settings.lake_uri}/model_registry")
+    v1 = registry.current("churn")
+    assert v1 is not None
+    # a model that sees only the player's platform cannot beat v1 on the same test rows
+    (settings.home / "ml_assets.toml").write_text(
+        TEST_SETTINGS.replace("tuning_trials = 2", 'include = ["platform"]')
+    )
+    worse = load_settings(settings.home)
+    result = run_graph(
+        worse, instance, FIRST, LAST, ["churn_training_set", "churn_model", "churn_production_model"]
+    )
+    assert result.success
+    meta = result.asset_materializations_for_node("churn_model")[0].metadata
+    v2 = meta["model_version"].value
+    assert v2 != v1 and meta["stage"].value == "staging"
+    assert "production" in meta["gate"].value
+    assert registry.current("churn") == v1 and registry.stage_of("churn", v2) == "staging"
+
+    def stage_change(action: str, version: str = "") -> None:
+        config = {
+            "ops": {
+                "churn_production_model": {"config": {"action": action, "version": version, "actor": "test"}}
+            }
+        }
+        run = execute(worse, instance, ["churn_production_model", "churn_predictions"], FIRST, LAST2, config)
+        assert run.success
+
+    stage_change("promote", v2)
+    assert registry.current("churn") == v2 and registry.stage_of("churn", v1) == "archived"
+    assert set(read_table(worse, "churn_predictions")["model_version"]) == {v2}
+    # rollback as the UI does it: the churn_stage_change job, launched with config
+    job = build_definitions(worse).resolve_job_def("churn_stage_change")
+    config = {
+        "ops": {"churn_production_model": {"config": {"action": "rollback", "actor": "test", "reason": "ui"}}}
+    }
+    assert job.execute_in_process(run_config=config, instance=instance).success
+    assert registry.current("churn") == v1 and registry.stage_of("churn", v2) == "archived"
+    assert run_graph(worse, instance, FIRST, LAST2, ["churn_predictions"]).success
+    assert set(read_table(worse, "churn_predictions")["model_version"]) == {v1}
+    audit = registry.history("churn")
+    assert audit.filter(pl.col("actor") == "test")["stage"].to_list() == [
+        "archived",
+        "production",
+        "archived",
+        "production",
+    ]
+
+
+def test_one_class_training_set_fails_with_a_reason(tmp_path, instance):
+    from ml_assets_tests.conftest import make_lake
+
+    settings = make_lake(tmp_path / "h", players=40, days=16)  # no snapshot matures before the last day
+    result = run_graph(settings, instance, "2025-01-01", "2025-01-16")
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    failed = {e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"}
+    assert failed <= {"churn_model", "first_purchase_model"} and failure.step_key in failed
+    reason = failure.event_specific_data.error.to_string()
+    assert "split needs more days" in reason or "need rows of both classes" in reason
+    # the other assets of the run still materialized
+    assert {"player_features", "churn_training_set"} <= {
+        e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
+    }
+
+
+def test_definitions_use_the_given_home_even_when_the_environment_names_another(small_lake, monkeypatch):
+
+    monkeypatch.setenv("ML_ASSETS_HOME", "/somewhere/else")
+    defs = build_definitions(small_lake)
+    assert defs.resources["lake"].home == str(small_lake.home)

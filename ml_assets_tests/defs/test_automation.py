@@ -1,0 +1,98 @@
+"""Sensors, schedules and alerts through Dagster's own evaluation: new files start the pipeline,
+schedules target the right work, everything is defined running, failed checks reach a webhook."""
+
+from datetime import date
+
+import dagster as dg
+import polars as pl
+
+from ml_assets.core.events.landing import write_batch
+from ml_assets.core.settings import load_settings
+from ml_assets.definitions import build_definitions
+from ml_assets.defs.resources import LakeResource
+from ml_assets_tests.conftest import make_lake, run_graph
+
+
+def test_every_sensor_and_schedule_is_defined_running(small_lake):
+    defs = build_definitions(small_lake)
+    assert {s.name for s in defs.sensors} >= {
+        "churn_drift_sensor",
+        "churn_degradation_sensor",
+        "new_landing_batches_sensor",
+        "failed_check_alert_sensor",
+        "default_automation_condition_sensor",
+    }
+    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in defs.sensors)
+    assert {s.name for s in defs.schedules} == {"daily_refresh", "weekly_retrain"}
+    assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in defs.schedules)
+
+
+def test_new_batches_start_the_partitioned_graph_over_their_days(small_lake, instance):
+    defs = build_definitions(small_lake)
+    sensor = defs.get_sensor_def("new_landing_batches_sensor")
+    lake = {"lake": LakeResource(home=str(small_lake.home))}
+    first = sensor(dg.build_sensor_context(instance=instance, resources=lake))
+    # the first tick records what had already landed as history: opening the UI re-runs nothing
+    assert not first.run_requests and "baseline" in first.skip_reason.skip_message
+    quiet = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor, resources=lake))
+    assert isinstance(quiet, dg.SkipReason)
+    late = pl.DataFrame(
+        {"event_id": ["late"], "player_id": ["p0000001"], "event_type": ["purchase"], "value": [1.0]}
+    ).with_columns(
+        event_time=pl.lit("2025-01-20T10:00:00").str.to_datetime(time_zone="UTC"),
+        received_date=pl.lit(date(2025, 1, 21)),
+    )
+    write_batch(small_lake.landing_dir, late, "late-batch", "late.csv")
+    result = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor, resources=lake))
+    (request,) = result.run_requests
+    assert request.tags["dagster/asset_partition_range_start"] == "2025-01-20"
+    assert request.tags["dagster/asset_partition_range_end"] == "2025-01-20"
+    assert dg.AssetKey("churn_predictions") in request.asset_selection
+    assert request.tags["ml_assets/trigger"] == "new_files"
+
+
+def test_schedules_refresh_the_newest_day_and_retrain_weekly(small_lake):
+    defs = build_definitions(small_lake)
+    daily = defs.get_schedule_def("daily_refresh")
+    context = dg.build_schedule_context(repository_def=defs.get_repository_def())
+    (request,) = daily.evaluate_tick(context).run_requests
+    assert request.partition_key == "2025-02-14"
+    weekly = defs.get_schedule_def("weekly_retrain")
+    job = defs.resolve_job_def(weekly.job_name)
+    selection = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+    models = ("churn", "first_purchase")
+    assert selection == {f"{m}_{p}" for m in models for p in ("training_set", "model", "production_model")}
+
+
+def test_failed_checks_reach_the_webhook(tmp_path, instance, receiver, monkeypatch):
+    import ml_assets.defs.features as feature_assets
+
+    url, received = receiver
+    settings = make_lake(tmp_path / "h", players=150, days=30)
+    (settings.home / "ml_assets.toml").write_text(
+        (settings.home / "ml_assets.toml").read_text() + f'\n[alerts]\nwebhook_url = "{url}"\n'
+    )
+    settings = load_settings(settings.home)
+    real = feature_assets.build_feature_chunks
+
+    def broken(*args, **kwargs):
+        for piece in real(*args, **kwargs):
+            yield piece.with_columns(events_7d=pl.lit(-1, pl.Int32))
+
+    monkeypatch.setattr(feature_assets, "build_feature_chunks", broken)
+    run_graph(
+        settings, instance, "2025-01-01", "2025-01-30", ["raw_events", "clean_events", "player_features"]
+    )
+    sensor = build_definitions(settings).get_sensor_def("failed_check_alert_sensor")
+    result = sensor(
+        dg.build_sensor_context(instance=instance, resources={"lake": LakeResource(home=str(settings.home))})
+    )
+    titles = [r["title"] for r in received]
+    assert "check schema failed on player_features" in titles
+    assert all(r["kind"] == "check_failed" for r in received)
+    again = sensor(
+        dg.build_sensor_context(
+            instance=instance, cursor=result.cursor, resources={"lake": LakeResource(home=str(settings.home))}
+        )
+    )
+    assert isinstance(again, dg.SkipReason) and len(received) == len(titles)  # each failure is sent once
