@@ -29,19 +29,20 @@ def measure(home: Path, day: date) -> list[dict[str, Any]]:
     from ml_assets.core.models.labels import scoring_columns, scoring_rows
     from ml_assets.core.models.registry import Registry
     from ml_assets.core.models.spec import DEFAULT_SPECS
-    from ml_assets.core.models.training import load_model, score
+    from ml_assets.core.models.training import score
     from ml_assets.core.settings import load_settings
-    from ml_assets.defs.resources import REGISTRY_TABLE
+    from ml_assets.lake.model_store import ModelStore
+    from ml_assets.lake.tables import MODEL_REGISTRY, table_uri
 
     settings = load_settings(home)
-    registry = Registry(f"{settings.lake_uri.rstrip('/')}/{REGISTRY_TABLE}")
+    registry = Registry(table_uri(settings.lake_uri, MODEL_REGISTRY))
     features = pl.scan_delta(f"{settings.lake_uri}/player_features")
     out = []
     for spec in DEFAULT_SPECS:
         version = registry.current(spec.name)
         if version is None:
             continue
-        model = load_model(settings.models_dir / spec.name / f"{version}.json")
+        model = ModelStore(settings.models_dir).load(spec.name, version)
         needed = {*KEY, *model.features, *scoring_columns(spec)}
         columns = [c for c in features.collect_schema().names() if c in needed]
         rows = scoring_rows(spec, features.filter(pl.col("snapshot_date") == day).select(columns).collect())

@@ -10,7 +10,7 @@ from pandera.engines.polars_engine import DateTime
 
 from ml_assets.core.events.cleaning import REASONS
 
-UTC_TIME = DateTime(time_zone="UTC", time_unit="us")  # type: ignore[call-arg]
+UTC_TIME = DateTime(time_zone="UTC", time_unit="us")
 
 
 class RawEvents(pa.DataFrameModel):
@@ -45,10 +45,12 @@ class CleanEvents(pa.DataFrameModel):
     received_date: date
 
     @pa.dataframe_check
+    @classmethod
     def event_date_matches_time(cls, data: pa.PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select(pl.col("event_time").dt.date() == pl.col("event_date"))
 
     @pa.dataframe_check
+    @classmethod
     def not_received_before_it_happened(cls, data: pa.PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select(pl.col("received_date") >= pl.col("event_date"))
 
@@ -77,10 +79,12 @@ class PlayerFeatures(pa.DataFrameModel):
     totals: pl.Int32 = pa.Field(alias=r"^ev_.+_count_total$", regex=True, ge=0)
 
     @pa.dataframe_check
+    @classmethod
     def one_row_per_player_and_day(cls, data: pa.PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select(pl.struct("player_id", "snapshot_date").is_unique())
 
     @pa.dataframe_check
+    @classmethod
     def recency_within_tenure(cls, data: pa.PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select(pl.col("recency_days") <= pl.col("tenure_days"))
 
@@ -96,6 +100,7 @@ class TrainingSet(PlayerFeatures):
     split_date: date
 
     @pa.dataframe_check
+    @classmethod
     def split_not_after_snapshot(cls, data: pa.PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select(pl.col("split_date") <= pl.col("snapshot_date"))
 
@@ -112,6 +117,7 @@ class Predictions(pa.DataFrameModel):
     reason_1_contribution: float = pa.Field(nullable=True, required=False)
 
     @pa.dataframe_check
+    @classmethod
     def one_row_per_player_and_day(cls, data: pa.PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select(pl.struct("player_id", "snapshot_date").is_unique())
 

@@ -232,7 +232,10 @@ def check_alert_sensor() -> dg.SensorDefinition:
         webhook = lake.settings().webhook_url
         failed = 0
         for record in records:
-            evaluation = record.event_log_entry.dagster_event.asset_check_evaluation_data
+            event = record.event_log_entry.dagster_event
+            if event is None:
+                continue
+            evaluation = event.asset_check_evaluation_data
             if not evaluation.passed:
                 failed += 1
                 key = evaluation.asset_check_key

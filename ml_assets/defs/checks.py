@@ -51,7 +51,8 @@ class ChunkedSchemaCheck:
 
     def __init__(self, model: type[pa.DataFrameModel], asset: str) -> None:
         self.model, self.asset = model, asset
-        self.rows, self.cases = 0, []
+        self.rows = 0
+        self.cases: list[pl.DataFrame] = []
 
     def __call__(self, piece: pl.DataFrame) -> None:
         passed, cases = validate_frame(piece, self.model)

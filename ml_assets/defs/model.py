@@ -98,7 +98,9 @@ def model_defs(spec: ModelSpec, settings: Settings, partitions: dg.PartitionsDef
             frame,
             metadata={
                 "split_days": frame[SPLIT].n_unique() if frame.height else 0,
-                "positive_rate": float(frame[LABEL].mean() or 0.0) if frame.height else 0.0,
+                "positive_rate": float(frame[LABEL].cast(pl.Float64).to_numpy().mean())
+                if frame.height
+                else 0.0,
                 "label": spec.label.kind,
             },
         )

@@ -21,7 +21,7 @@ class _StepLines(logging.Filter):
         return True
 
 
-@dg.logger(description="One line per step start/finish on stderr (quiet otherwise)")
+@dg.logger(config_schema={}, description="One line per step start/finish on stderr (quiet otherwise)")
 def step_progress_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     """A logger that shows run progress without Dagster's debug stream."""
     log = logging.getLogger(f"ml_assets.defs.progress.{init_context.run_id}")

@@ -48,7 +48,7 @@ class FrameChunks:
         for piece in source:
             if first is None:
                 first = self.schema = piece.schema
-            piece = piece.select(list(first)).cast(dict(first))
+            piece = piece.select(list(first)).cast(first)
             check(piece)
             if self.on_chunk:
                 self.on_chunk(piece)

@@ -223,6 +223,23 @@ class _Players:
         "base_eng skill payer spend_mu social platform country lag join_k "
         "eng level fail_ema purchases invites alive return_k"
     ).split()
+    # declared so a type checker knows them; set and grown together through ARRAYS
+    base_eng: np.ndarray
+    skill: np.ndarray
+    payer: np.ndarray
+    spend_mu: np.ndarray
+    social: np.ndarray
+    platform: np.ndarray
+    country: np.ndarray
+    lag: np.ndarray
+    join_k: np.ndarray
+    eng: np.ndarray
+    level: np.ndarray
+    fail_ema: np.ndarray
+    purchases: np.ndarray
+    invites: np.ndarray
+    alive: np.ndarray
+    return_k: np.ndarray
 
     def __init__(self) -> None:
         for name in self.ARRAYS:
@@ -348,7 +365,7 @@ def _play_day(players: _Players, rng: np.random.Generator, k: int, shift: _Shift
     def inside(sess: np.ndarray) -> np.ndarray:
         return s_start[sess] + (rng.random(sess.size) * (s_end[sess] - s_start[sess])).astype(np.int64)
 
-    parts = [
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | int, np.ndarray, np.ndarray | int]] = [
         (sp, s_start, SESSION_START, np.full(sp.size, np.nan), 0),
         (sp, s_end, SESSION_END, (s_end - s_start) / 1000.0, 0),
         (a_pos, a_start, LEVEL_START, a_level.astype(float), 0),

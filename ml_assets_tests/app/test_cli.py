@@ -1,6 +1,9 @@
 """The CLI on the SQLite instance under the lake home (the one short test of that path)."""
 
 import json
+import os
+import pickle
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -14,6 +17,39 @@ def _restore_env(monkeypatch):
     # the CLI exports its home and instance to the environment for child processes; undo that after
     for name in ("DAGSTER_HOME", "ML_ASSETS_HOME", "ML_ASSETS_CONFIG"):
         monkeypatch.delenv(name, raising=False)
+
+
+class _Payload:
+    """Unpickling this creates a folder: proof that something loaded a pickle."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.makedirs, (str(self.marker),))
+
+
+def _plant_pickles(home: Path, marker: Path) -> set[Path]:
+    planted = set()
+    for folder in ("dagster_storage", "dagster/storage"):  # FilesystemIOManager paths, old and default
+        for key in ("churn_model", "churn_production_model", "first_purchase_production_model"):
+            path = home / folder / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(pickle.dumps(_Payload(marker)))
+            planted.add(path)
+    return planted
+
+
+def _pickles_in(home: Path) -> set[Path]:
+    """Every file under `home` that starts like a pickle (protocol 2 or later)."""
+    out = set()
+    for path in home.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as fh:
+                head = fh.read(2)
+            if len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+                out.add(path)
+    return out
 
 
 def test_simulate_materialize_status_on_sqlite(tmp_path, capsys):
@@ -51,6 +87,9 @@ def test_simulate_materialize_status_on_sqlite(tmp_path, capsys):
     assert all("roc_auc" in r and "baseline_roc_auc" in r for r in runs)
     assert main(["--home", str(home), "experiments", "--model", "churn"]) == 0
     assert churn["version"] in capsys.readouterr().out
+    # a planted pickle where Dagster's filesystem IO manager keeps outputs is never loaded
+    marker = tmp_path / "pickle-ran"
+    planted = _plant_pickles(home, marker)
     if churn["stage"] == "production":
         # nothing earlier to roll back to: the run fails and production stays
         assert main(["--home", str(home), "models", "rollback", "churn"]) == 1
@@ -63,6 +102,11 @@ def test_simulate_materialize_status_on_sqlite(tmp_path, capsys):
         )
     assert main(["--home", str(home), "models", "list", "churn"]) == 0
     assert f"{churn['version']}  production" in capsys.readouterr().out
+    assert not marker.exists()
+    assert _pickles_in(home) == planted  # models travel as JSON cards and LightGBM text, nothing else
+    assert sorted(p.suffix for p in (home / "models" / "churn").iterdir()) == [".json", ".txt"] * len(
+        list((home / "models" / "churn").glob("*.txt"))
+    )
     # the runs are recorded in the SQLite instance under the lake home
     instance = dg.DagsterInstance.from_config(str(home / "dagster"))
     runs = instance.get_runs()
@@ -82,3 +126,31 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert main(["--home", home, "simulate", "--players", "20", "--days", "20"]) == 0
     assert main(["--home", home, "materialize", "--select", "nope"]) == 2
     assert "unknown asset" in capsys.readouterr().err
+
+
+def test_global_options_work_before_or_after_the_verb(tmp_path, capsys):
+    before, after = tmp_path / "before", tmp_path / "after"
+    assert main(["--home", str(before), "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["home"] == str(before)
+    assert main(["status", "--home", str(after), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["home"] == str(after)
+    config = tmp_path / "other.toml"
+    config.write_text("[features]\nchunk_days = 0\n")
+    # --config after the verb is read (its bad value is reported), and a later --home wins
+    assert main(["--home", str(before), "materialize", "--config", str(config), "--home", str(after)]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}: features.chunk_days = 0: must be a whole number >= 1" in err
+
+
+def test_bad_settings_stop_a_run_before_it_starts_with_one_line(tmp_path, capsys):
+    home = tmp_path / "h"
+    assert main(["--home", str(home), "simulate", "--players", "20", "--days", "3"]) == 0
+    capsys.readouterr()
+    (home / "ml_assets.toml").write_text("[training]\ntest_fraction = 1.5\n")
+    assert main(["materialize", "--home", str(home)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [
+        f"ml-assets materialize: error: {home / 'ml_assets.toml'}: training.test_fraction = 1.5: "
+        "must be a number between 0 and 1, both excluded"
+    ]
+    assert not (home / "dagster").exists()  # no instance, no run

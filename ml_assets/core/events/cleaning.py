@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from ml_assets.core.events.landing import CANONICAL_SCHEMA
+from ml_assets.core.events.canonical import CANONICAL_SCHEMA
 
 # Reasons a row is quarantined, in the order they are tested: a row gets the first that applies.
 REASONS = (

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import polars as pl
 
+from ml_assets.core.events.canonical import CANONICAL_COLUMNS
 from ml_assets.core.events.landing import write_batch
-from ml_assets.core.events.mapping import CANONICAL_COLUMNS, EventMapping, load_mapping
+from ml_assets.core.events.mapping import EventMapping, load_mapping
 
 LINE = "__line"  # 1-based line (Parquet: row) number of each source row, as an editor counts
 _UTC = pl.Datetime("us", "UTC")

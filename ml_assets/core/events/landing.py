@@ -18,18 +18,9 @@ from pathlib import Path
 
 import polars as pl
 
-# The canonical event schema of DESIGN.md, plus the delivery bookkeeping every landed row carries.
-CANONICAL_SCHEMA: dict[str, pl.DataType] = {
-    "event_id": pl.String(),
-    "player_id": pl.String(),
-    "event_time": pl.Datetime("us", "UTC"),
-    "event_type": pl.String(),
-    "value": pl.Float64(),
-    "platform": pl.String(),
-    "country": pl.String(),
-    "app_version": pl.String(),
-    "properties": pl.String(),
-}
+from ml_assets.core.events.canonical import CANONICAL_SCHEMA
+
+# The canonical event columns plus the delivery bookkeeping every landed row carries.
 LANDING_SCHEMA: dict[str, pl.DataType] = {
     **CANONICAL_SCHEMA,
     # The source's own text of the time, kept so a quarantine row can say what was wrong with it.

@@ -21,17 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CANONICAL_COLUMNS = (
-    "event_id",
-    "player_id",
-    "event_time",
-    "event_type",
-    "value",
-    "platform",
-    "country",
-    "app_version",
-    "properties",
-)
+from ml_assets.core.events.canonical import CANONICAL_COLUMNS
+
 TIME_COLUMNS = ("event_time",)
 FORMATS = ("csv", "parquet", "jsonl")
 SEPARATORS = {",": ",", "\t": "\t", "whitespace": "whitespace"}

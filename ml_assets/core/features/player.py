@@ -11,10 +11,11 @@ no joins, no sorts and no per-group window functions over the big table.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -25,7 +26,7 @@ ATTRIBUTES = ("platform", "country", "app_version")
 KEY = ["player_id", "snapshot_date"]
 # Running totals are column scans (cum_sum, shift, forward_fill) that the in-memory engine runs
 # about 30% faster than the streaming engine, Polars' default
-_SCANS = "in-memory"
+_SCANS: Literal["in-memory"] = "in-memory"
 _WHOLE_PIECE_ROWS = 2_000_000  # `player_features` computes pieces of this many grid rows, then concatenates
 
 
@@ -290,6 +291,11 @@ def snapshot_index(totals: pl.DataFrame, first: date, last: date, windows: Seque
     return SnapshotIndex(rows=row[population], days=day[population], lagged=lagged)
 
 
+def _suffix(window: int) -> Callable[[str], str]:
+    """A column renamer that tags a lagged copy with its window, e.g. `events@7`."""
+    return lambda column: f"{column}@{window}"
+
+
 def _features_for(
     totals: pl.DataFrame, index: SnapshotIndex, vocab: EventVocabulary, windows: Sequence[int]
 ) -> pl.LazyFrame:
@@ -303,7 +309,7 @@ def _features_for(
         [
             totals.drop("_pc")[index.rows].rename({"event_date": "last_active_day"}),
             pl.DataFrame({"snapshot_date": pl.Series(index.days).cast(pl.Date)}),
-            *(with_zeros[index.lagged[w]].rename(lambda c, w=w: f"{c}@{w}") for w in windows),
+            *(with_zeros[index.lagged[w]].rename(_suffix(w)) for w in windows),
         ],
         how="horizontal",
     ).lazy()

@@ -23,7 +23,9 @@ def calibration_table(y: ArrayLike, p: ArrayLike, bins: int = 10) -> pl.DataFram
     """Rows split into `bins` quantile bins of `p`: per bin its row count, mean predicted probability
     and observed positive rate. Bins left empty by tied probabilities are dropped."""
     y_arr, p_arr = _as_arrays(y, p)
-    schema = {"bin": pl.Int64, "rows": pl.Int64, "mean_predicted": pl.Float64, "observed_rate": pl.Float64}
+    schema = pl.Schema(
+        {"bin": pl.Int64, "rows": pl.Int64, "mean_predicted": pl.Float64, "observed_rate": pl.Float64}
+    )
     if p_arr.size == 0:
         return pl.DataFrame(schema=schema)
     edges = np.quantile(p_arr, np.linspace(0.0, 1.0, bins + 1))

@@ -28,8 +28,8 @@ def lower_is_better(metric: str) -> bool:
 
 def roc_auc(y: Array, score: Array) -> float:
     """Area under the ROC curve via the rank-sum statistic (ties get average ranks)."""
-    y = np.asarray(y, dtype=bool)
-    pos, neg = int(y.sum()), int((~y).sum())
+    positive = np.asarray(y, dtype=bool)
+    pos, neg = int(positive.sum()), int(positive.size - positive.sum())
     if pos == 0 or neg == 0:
         return float("nan")
     order = np.argsort(score, kind="mergesort")
@@ -39,7 +39,7 @@ def roc_auc(y: Array, score: Array) -> float:
     _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
     avg = first + (counts + 1) / 2.0
     ranks[order] = np.repeat(avg, counts)
-    return float((ranks[y].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+    return float((ranks[positive].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
 
 
 def average_precision(y: Array, score: Array) -> float:

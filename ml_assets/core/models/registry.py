@@ -146,7 +146,7 @@ class Registry:
 
     def _append(self, log: pl.DataFrame, changes: list[StageChange]) -> None:
         """Write `changes` as one Delta commit, numbered after the last row of `log`."""
-        start = int(log["seq"].max()) + 1 if log.height else 1
+        start = int(log["seq"].to_numpy().max()) + 1 if log.height else 1
         rows = [{**asdict(change), "seq": start + i} for i, change in enumerate(changes)]
         frame = pl.DataFrame(rows, schema=LOG_SCHEMA)
         frame.write_delta(self.uri, mode="append", storage_options=self.storage_options)

@@ -154,7 +154,7 @@ def tune(
     best = study.best_trial
     return TuningResult(
         params={**base_params, **FIXED_PARAMS, **best.params},
-        best_score=float(best.value),
+        best_score=float(best.value if best.value is not None else float("nan")),
         trials_run=len(study.trials),
         pruned=pruned,
         history=history,

@@ -159,18 +159,21 @@ def segment_metrics(
     with fewer than `min_rows` rows are pooled as "(other)"; a null segment value is "(null)".
     The first column is named after `segment` (string); rows are sorted by size, largest first.
     """
-    schema = {
-        segment: pl.String,
-        "rows": pl.Int64,
-        "roc_auc": pl.Float64,
-        "log_loss": pl.Float64,
-        "positive_rate": pl.Float64,
-        "estimated": pl.Boolean,
-    }
+    schema = pl.Schema(
+        {
+            segment: pl.String,
+            "rows": pl.Int64,
+            "roc_auc": pl.Float64,
+            "log_loss": pl.Float64,
+            "positive_rate": pl.Float64,
+            "estimated": pl.Boolean,
+        }
+    )
     for column in (segment, prob):
         if column not in frame.columns:
             raise ValueError(f"column {column!r} not in frame (columns: {frame.columns})")
     has_label = label is not None and label in frame.columns
+    labels = frame[label].cast(pl.Float64) if label is not None and has_label else None
     keys = frame[segment].cast(pl.String).fill_null(MISSING)
     counts = keys.value_counts(name="n")
     small = counts.filter(pl.col("n") < min_rows)[segment]
@@ -178,7 +181,7 @@ def segment_metrics(
         {
             "key": pl.Series(np.where(keys.is_in(small).to_numpy(), OTHER, keys.to_numpy()), dtype=pl.String),
             "p": frame[prob].cast(pl.Float64),
-            "y": frame[label].cast(pl.Float64) if has_label else pl.Series([None] * frame.height),
+            "y": labels if labels is not None else pl.Series([None] * frame.height),
         }
     )
     rows = [_segment_row(part["key"][0], part, has_label) for part in work.partition_by("key")]
