@@ -128,6 +128,8 @@ def model_defs(spec: ModelSpec, settings: Settings, partitions: dg.PartitionsDef
         store = lake.model_store()
         inputs = {t: _delta_version(lake, t) for t in (names.training_set, *UPSTREAM_TABLES)}
         trained = train_model(spec, training_set, inputs, code_version(), find=store.find)
+        # stored before it is registered, so every version the registry names can be loaded
+        store.save(trained)
         outcome = register_and_gate(
             trained,
             training_set,

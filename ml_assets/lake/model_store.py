@@ -53,7 +53,7 @@ class ModelStore:
     def card(self, model: str, version: str) -> dict[str, Any] | None:
         """A stored version's card (metrics and all, without the trees), or None when it is not stored."""
         path = self.card_path(model, version)
-        return json.loads(path.read_text()) if path.exists() else None
+        return _upgraded(json.loads(path.read_text()), path) if path.exists() else None
 
     def find(self, model: str, version: str) -> TrainedModel | None:
         """A stored version, or None when it is not stored."""
@@ -68,3 +68,16 @@ class ModelStore:
         if found is None:
             raise FileNotFoundError(f"{model} version {version} is not in the model store {self.root}")
         return found
+
+
+def _upgraded(card: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A card written before the model store (ml-assets 0.1: the model file's path in the card, the
+    drift profile in a file beside it) in today's shape, so lakes trained then keep serving."""
+    if "reference_profile" in card:
+        return card
+    profile = path.with_name(f"{path.stem}.profile.json")
+    extra = {k: v for k, v in card.get("extra", {}).items() if k != "profile_path"}
+    upgraded = {k: v for k, v in card.items() if k != "path"}
+    upgraded["reference_profile"] = json.loads(profile.read_text()) if profile.exists() else None
+    upgraded["extra"] = extra
+    return upgraded

@@ -136,7 +136,7 @@ def test_global_options_work_before_or_after_the_verb(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["home"] == str(after)
     config = tmp_path / "other.toml"
     config.write_text("[features]\nchunk_days = 0\n")
-    # --config after the verb is read (its bad value is reported), and a later --home wins
+    # --config after the verb is read: its bad value is reported before any run
     assert main(["--home", str(before), "materialize", "--config", str(config), "--home", str(after)]) == 2
     err = capsys.readouterr().err
     assert f"{config}: features.chunk_days = 0: must be a whole number >= 1" in err

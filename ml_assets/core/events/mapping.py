@@ -1,6 +1,6 @@
 """Column mappings: how a source event log (CSV, Parquet, JSON lines) maps onto the canonical schema.
 
-A mapping is a small TOML file (the format of DESIGN.md, a promise to users):
+A mapping is a small TOML file (the format the README documents, a promise to users):
 
     [source]     format = "csv" | "parquet" | "jsonl"; separator = "," | "\\t" | "whitespace"
                  (csv only, default ","); has_header = true (csv only, default true; without a
