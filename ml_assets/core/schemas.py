@@ -122,9 +122,54 @@ class Predictions(pa.DataFrameModel):
         return data.lazyframe.select(pl.struct("player_id", "snapshot_date").is_unique())
 
 
+class FeatureDrift(pa.DataFrameModel):
+    """Per day and feature of the production model (and its score): drift against the reference."""
+
+    feature: str = pa.Field(str_length={"min_value": 1})
+    kind: str = pa.Field(isin=["numeric", "categorical", "score"])
+    rows: int = pa.Field(ge=0)
+    psi: float = pa.Field(nullable=True, ge=0)
+    drifted: bool
+    snapshot_date: date
+    model_version: str = pa.Field(str_length={"min_value": 1})
+
+    @pa.dataframe_check
+    @classmethod
+    def one_row_per_day_and_feature(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.struct("snapshot_date", "feature").is_unique())
+
+    class Config:
+        strict = False
+
+
+class ModelPerformance(pa.DataFrameModel):
+    """Per day: the served model's quality overall ("all") and per segment value."""
+
+    snapshot_date: date
+    model_version: str = pa.Field(str_length={"min_value": 1})
+    segment_column: str
+    segment: str = pa.Field(nullable=True)
+    rows: int = pa.Field(ge=1)
+    estimated: bool
+    roc_auc: float = pa.Field(nullable=True)
+    log_loss: float = pa.Field(nullable=True)
+    degraded: bool = pa.Field(nullable=True)
+
+    @pa.dataframe_check
+    @classmethod
+    def one_overall_row_per_day(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        overall = pl.col("segment_column") == "all"
+        return data.lazyframe.select(~overall | pl.col("snapshot_date").is_unique().over(overall))
+
+    class Config:
+        strict = False
+
+
 __all__ = [
     "Predictions",
     "CleanEvents",
+    "FeatureDrift",
+    "ModelPerformance",
     "PlayerFeatures",
     "QuarantinedEvents",
     "RawEvents",

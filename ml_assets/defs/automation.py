@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import polars as pl
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from ml_assets.core.events.landing import list_batches, partition_day
 from ml_assets.core.models.spec import ModelSpec
@@ -23,6 +24,8 @@ RUNNING = dg.DefaultSensorStatus.RUNNING
 TRIGGER_TAG = "ml_assets/trigger"
 REASON_TAG = "ml_assets/reason"
 ALL_ASSETS_JOB = "all_assets"
+FAILED = AssetCheckExecutionRecordStatus.FAILED
+CHECK_HISTORY = 100  # failed executions read per check and tick (a tick is a minute)
 
 
 def retrain_selection(spec: ModelSpec) -> list[dg.AssetKey]:
@@ -217,43 +220,48 @@ def new_files_sensor(
 
 
 def check_alert_sensor() -> dg.SensorDefinition:
-    """Sends every failed asset check to the alert hook once."""
+    """Sends every failed asset check to the alert hook once.
+
+    It reads each check's execution history (`get_asset_check_execution_history`), which every
+    instance storage answers, SQLite's run-sharded event log included; the cursor keeps, per
+    check, the newest failed execution already sent.
+    """
 
     @dg.sensor(name="failed_check_alert_sensor", minimum_interval_seconds=60, default_status=RUNNING)
-    def sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult | dg.SkipReason:
-        after = int(context.cursor) if context.cursor else None
-        records = context.instance.get_event_records(
-            dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=after),
-            limit=500,
-            ascending=True,
-        )
-        if not records:
-            return dg.SkipReason("no new check results")
+    def sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
+        if context.repository_def is None:
+            raise ValueError("failed_check_alert_sensor needs its code location's definitions")
+        sent: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+        storage = context.instance.event_log_storage
         webhook = lake.settings().webhook_url
-        failed = 0
-        for record in records:
-            event = record.event_log_entry.dagster_event
-            if event is None:
-                continue
-            evaluation = event.asset_check_evaluation_data
-            if not evaluation.passed:
-                failed += 1
-                key = evaluation.asset_check_key
+        alerts = 0
+        for key in sorted(context.repository_def.asset_graph.asset_check_keys, key=str):
+            name = key.to_user_string()
+            failed = storage.get_asset_check_execution_history(key, limit=CHECK_HISTORY, status={FAILED})
+            new = sorted((r for r in failed if r.id > sent.get(name, 0)), key=lambda r: r.id)
+            for record in new:
+                evaluation = record.event.dagster_event if record.event else None
+                data = evaluation.asset_check_evaluation_data if evaluation else None
                 send_alert(
                     Alert(
                         kind="check_failed",
                         model=None,
                         title=f"check {key.name} failed on {key.asset_key.to_user_string()}",
                         details={
-                            "run_id": record.event_log_entry.run_id,
-                            "severity": str(evaluation.severity),
+                            "run_id": record.run_id,
+                            "partition": record.partition,
+                            "severity": str(data.severity) if data else "unknown",
                         },
                     ),
                     webhook,
                     context.log,
                 )
+                alerts += 1
+            if new:
+                sent[name] = new[-1].id
         return dg.SensorResult(
-            cursor=str(records[-1].storage_id), skip_reason=None if failed else "all passed"
+            cursor=json.dumps(sent, sort_keys=True),
+            skip_reason=None if alerts else "no new failed checks",
         )
 
     return sensor

@@ -3,6 +3,7 @@
 Built by `defs.model.model_defs` for each spec; the statistics are `core.monitoring` functions.
 """
 
+from collections.abc import Iterator
 from datetime import date
 
 import dagster as dg
@@ -15,6 +16,8 @@ from ml_assets.core.models.spec import ModelSpec
 from ml_assets.core.models.training import TrainedModel
 from ml_assets.core.monitoring.drift import alarm_rows, drift_by_day, drift_summary
 from ml_assets.core.monitoring.performance import SEGMENTS, performance_by_day
+from ml_assets.core.schemas import FeatureDrift, ModelPerformance
+from ml_assets.defs.checks import schema_check_result, schema_check_spec
 from ml_assets.defs.partitions import run_window
 from ml_assets.defs.resources import LakeResource
 from ml_assets.lake.tables import CLEAN_EVENTS, PLAYER_FEATURES, SNAPSHOT_COLUMN, model_assets
@@ -39,6 +42,7 @@ def monitoring_assets(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> l
         group_name=names.group,
         kinds={"polars", "delta"},
         automation_condition=dg.AutomationCondition.eager(),
+        check_specs=[schema_check_spec(names.feature_drift, blocking=False)],
         description=f"Per day: each feature of {n}'s production model and its score vs the training profile.",
     )
     def drift(
@@ -47,7 +51,7 @@ def monitoring_assets(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> l
         player_features: pl.LazyFrame,
         predictions: pl.LazyFrame,
         production_model: TrainedModel,
-    ) -> pl.DataFrame:
+    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         settings = lake.settings()
         thresholds = settings.drift.thresholds()
         first, last = run_window(context)
@@ -65,8 +69,9 @@ def monitoring_assets(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> l
         latest = frame.filter(pl.col("snapshot_date") == last)
         summary = drift_summary(alarm_rows(latest, settings.drift.ignore), thresholds)
         psi = {r["feature"]: float(r["psi"] or 0.0) for r in latest.iter_rows(named=True)}
-        context.add_output_metadata(
-            {
+        yield dg.Output(
+            frame,
+            metadata={
                 "model_version": production_model.version,
                 "latest_day": str(last),
                 "share_drifted": float(summary["share_drifted"]),
@@ -78,9 +83,9 @@ def monitoring_assets(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> l
                 "psi_latest_day": dg.MetadataValue.md(
                     markdown_image(importance_png(psi, top=15), "PSI by feature")
                 ),
-            }
+            },
         )
-        return frame
+        yield schema_check_result(frame, FeatureDrift, names.feature_drift)
 
     @dg.asset(
         name=names.model_performance,
@@ -89,10 +94,11 @@ def monitoring_assets(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> l
         ins={
             "predictions": dg.AssetIn(names.predictions),
             PLAYER_FEATURES: dg.AssetIn(),
-            # outcomes come from the days after each prediction
+            # outcomes come from the days after each prediction; the window starts at the day itself
+            # so that the newest day, which has no later day yet, still maps to an upstream partition
             CLEAN_EVENTS: dg.AssetIn(
                 partition_mapping=dg.TimeWindowPartitionMapping(
-                    start_offset=1,
+                    start_offset=0,
                     end_offset=look_ahead_days(spec),
                     allow_nonexistent_upstream_partitions=True,
                 )
@@ -103,6 +109,7 @@ def monitoring_assets(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> l
         group_name=names.group,
         kinds={"polars", "delta"},
         automation_condition=dg.AutomationCondition.eager(),
+        check_specs=[schema_check_spec(names.model_performance, blocking=False)],
         description=f"Per day: {n}'s estimated (CBPE) and, once labels mature, realized quality, by segment.",
     )
     def performance(
@@ -112,7 +119,7 @@ def monitoring_assets(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> l
         player_features: pl.LazyFrame,
         clean_events: pl.LazyFrame,
         production_model: TrainedModel,
-    ) -> pl.DataFrame:
+    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         settings = lake.settings()
         metric = settings.performance.metric
         window = read_window(lake.landing_dir)
@@ -131,12 +138,11 @@ def monitoring_assets(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> l
             metric,
             settings.performance.degradation_threshold,
         )
-        latest = frame.filter(
-            (pl.col("segment_column") == "all") & (pl.col("snapshot_date") == frame["snapshot_date"].max())
-        )
-        if latest.height:
-            row = latest.row(0, named=True)
-            context.add_output_metadata(
+        overall = frame.filter(pl.col("segment_column") == "all").sort("snapshot_date")
+        metadata: dict[str, dg.RawMetadataValue] = {"days": overall.height}
+        if overall.height:
+            row = overall.row(-1, named=True)
+            metadata.update(
                 {
                     "latest_day": str(row["snapshot_date"]),
                     "estimated": bool(row["estimated"]),
@@ -145,6 +151,7 @@ def monitoring_assets(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> l
                     "reason": row["reason"],
                 }
             )
-        return frame
+        yield dg.Output(frame, metadata=metadata)
+        yield schema_check_result(frame, ModelPerformance, names.model_performance)
 
     return [drift, performance]

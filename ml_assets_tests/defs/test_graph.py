@@ -21,8 +21,8 @@ def test_whole_graph_from_the_simulator(tmp_path, instance):
     assert result.success
     checks = check_results(result)
     assert data_checks_passed(result), checks
-    # schema checks of 7 tables, row accounting, 2 beats_baseline, freshness of 5 tables
-    assert len(checks) == 16, sorted(checks)
+    # schema checks of 11 tables, row accounting, 2 beats_baseline, freshness of 5 tables
+    assert len(checks) == 20, sorted(checks)
     meta = result.asset_materializations_for_node("churn_model")[0].metadata
     # behaviour drives churn in the simulator: the model must beat recency alone
     assert meta["test/roc_auc"].value > 0.7
@@ -30,6 +30,28 @@ def test_whole_graph_from_the_simulator(tmp_path, instance):
     predictions = read_table(settings, "churn_predictions")
     assert predictions["snapshot_date"].n_unique() == 50
     assert set(predictions["model_version"]) == {meta["model_version"].value}
+    # every partitioned asset also runs for one day: the newest (no later day for outcomes, labels
+    # not matured) and one whose labels have matured, as the daily schedule and sensors run them
+    daily = [
+        "raw_events",
+        "clean_events",
+        "player_features",
+        *[
+            f"{m}_{a}"
+            for m in ("churn", "first_purchase")
+            for a in ("predictions", "feature_drift", "model_performance")
+        ],
+    ]
+    for day in ("2025-02-19", "2025-01-20"):
+        single = run_graph(settings, instance, day, day, daily)
+        assert single.success, day
+        assert data_checks_passed(single), check_results(single)
+        done = {e.asset_key.to_user_string() for e in single.get_asset_materialization_events()}
+        assert done >= {"clean_events", "quarantined_events", *daily}, day
+    performance = read_table(settings, "churn_model_performance").filter(pl.col("segment_column") == "all")
+    by_day = dict(zip(performance["snapshot_date"].cast(pl.String), performance["estimated"], strict=True))
+    assert by_day["2025-02-19"] is True and by_day["2025-01-20"] is False  # estimated, then realized
+    assert performance["snapshot_date"].n_unique() == performance.height == 50
 
 
 def test_whole_graph_from_cdnow(tmp_path, instance):

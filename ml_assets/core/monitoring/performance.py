@@ -228,6 +228,27 @@ def largest_gap(segments: pl.DataFrame, metric: str = "roc_auc") -> dict[str, An
 
 
 SEGMENTS = ("platform", "country")
+# One row per day overall ("all") and per segment value; fixed types, so a day whose labels have
+# not matured (no ece, estimated metrics) writes the same table as one whose labels have.
+PERFORMANCE_SCHEMA = pl.Schema(
+    {
+        "snapshot_date": pl.Date,
+        "model_version": pl.String,
+        "segment_column": pl.String,
+        "segment": pl.String,
+        "rows": pl.Int64,
+        "estimated": pl.Boolean,
+        "roc_auc": pl.Float64,
+        "log_loss": pl.Float64,
+        "brier": pl.Float64,
+        "ece": pl.Float64,
+        "expected_roc_auc": pl.Float64,
+        "reference_roc_auc": pl.Float64,
+        "relative_drop": pl.Float64,
+        "degraded": pl.Boolean,
+        "reason": pl.String,
+    }
+)
 
 
 def performance_by_day(
@@ -262,7 +283,7 @@ def performance_by_day(
             rows = labelled.filter(pl.col("snapshot_date") == day)
             if rows.height:
                 out.extend(_day_rows(day, rows, reference, metric, threshold))
-    return pl.DataFrame(out, infer_schema_length=None) if out else pl.DataFrame({"snapshot_date": []})
+    return pl.DataFrame(out, schema=PERFORMANCE_SCHEMA)
 
 
 def _day_rows(
