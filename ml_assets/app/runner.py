@@ -12,6 +12,7 @@ from ml_assets.core.events.landing import read_window
 from ml_assets.core.settings import Settings
 from ml_assets.definitions import build_definitions
 from ml_assets.defs.automation import ALL_ASSETS_JOB
+from ml_assets.defs.partitions import daily_partitions, partition_days
 
 SELECTION_JOB = "materialize_selection"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}, "progress": {}}}
@@ -77,10 +78,12 @@ def execute(
         )
         job = dg.Definitions.merge(defs, dg.Definitions(jobs=[selected])).resolve_job_def(SELECTION_JOB)
     partitioned = any(graph.get(k).is_partitioned for k in (keys or graph.get_all_asset_keys()))
+    # the partitions that exist now: a live lake's newest is yesterday, even when today has landed
+    days = partition_days(daily_partitions(window, settings.partitions))
     partition_tags = (
         {
-            ASSET_PARTITION_RANGE_START_TAG: first_day or window.first_day.isoformat(),
-            ASSET_PARTITION_RANGE_END_TAG: last_day or window.last_day.isoformat(),
+            ASSET_PARTITION_RANGE_START_TAG: first_day or days[0],
+            ASSET_PARTITION_RANGE_END_TAG: last_day or days[-1],
         }
         if partitioned
         else {}

@@ -12,7 +12,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field
 
@@ -104,6 +104,16 @@ class FreshnessSettings(Table):
     predictions: NonNegativeFloat = 36
 
 
+class PartitionSettings(Table):
+    # live: daily partitions grow with the UTC clock (a new one each midnight, no reload); archive:
+    # they end at the newest landed day (a finished log, e.g. CDNOW 1997-1998, gets no decades of
+    # empty days). auto: live when the newest landed day is within live_within_days of today.
+    mode: Annotated[
+        Literal["auto", "live", "archive"], Field(description="one of ['auto', 'live', 'archive']")
+    ] = "auto"
+    live_within_days: PositiveInt = 30
+
+
 class AlertSettings(Table):
     webhook_url: Text = ""  # POSTed JSON for failed checks, drift and degradation; always logged too
 
@@ -115,6 +125,7 @@ SECTIONS: dict[str, type[Table]] = {
     "drift": DriftSettings,
     "performance": PerformanceSettings,
     "freshness": FreshnessSettings,
+    "partitions": PartitionSettings,
     "alerts": AlertSettings,
     # defaults for every model; a [models.NAME] table can set any of these for itself
     "training": TrainingTable,
@@ -132,6 +143,7 @@ class Settings:
     drift: DriftSettings = field(default_factory=DriftSettings)
     performance: PerformanceSettings = field(default_factory=PerformanceSettings)
     freshness: FreshnessSettings = field(default_factory=FreshnessSettings)
+    partitions: PartitionSettings = field(default_factory=PartitionSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     specs: tuple[ModelSpec, ...] = ()
 
@@ -212,6 +224,7 @@ def load_settings(
         drift=section("drift", DriftSettings),
         performance=section("performance", PerformanceSettings),
         freshness=section("freshness", FreshnessSettings),
+        partitions=section("partitions", PartitionSettings),
         alerts=section("alerts", AlertSettings),
         specs=specs_from_settings(models, raw.get("training"), str(path)),
     )

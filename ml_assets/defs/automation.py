@@ -17,6 +17,7 @@ from ml_assets.core.models.spec import ModelSpec
 from ml_assets.core.monitoring.alerts import Alert, send_alert
 from ml_assets.core.monitoring.drift import alarm_rows, drift_summary
 from ml_assets.core.settings import Settings
+from ml_assets.defs.partitions import partition_days, utc_now
 from ml_assets.defs.resources import LakeResource
 from ml_assets.lake.tables import EVENT_TABLES, model_assets, open_table
 
@@ -168,7 +169,12 @@ def degradation_sensor(spec: ModelSpec) -> dg.SensorDefinition:
 def new_files_sensor(
     specs: tuple[ModelSpec, ...], partitions: dg.TimeWindowPartitionsDefinition
 ) -> dg.SensorDefinition:
-    """Starts the partitioned pipeline over the days that newly landed batches touch."""
+    """Starts the partitioned pipeline over the days that newly landed batches touch.
+
+    A day that is not a partition yet (today's, in a live lake, until midnight; a day past an
+    archive's end until the code location reloads) is kept in the cursor as pending and requested
+    on the first tick that finds it a partition: no landed day is ever dropped.
+    """
 
     @dg.sensor(
         name="new_landing_batches_sensor",
@@ -184,22 +190,26 @@ def new_files_sensor(
             # with `ml-assets materialize`); only batches that land from now on start runs
             return dg.SensorResult(
                 skip_reason=f"baseline: {len(batches)} batches already landed",
-                cursor=json.dumps(sorted(b.name for b in batches)),
+                cursor=json.dumps({"seen": sorted(b.name for b in batches), "pending": []}),
             )
-        seen = set(json.loads(context.cursor))
+        state = json.loads(context.cursor)
+        if isinstance(state, list):  # the cursor of ml-assets 0.1: the batches seen
+            state = {"seen": state, "pending": []}
+        seen, pending = set(state["seen"]), set(state["pending"])
         new = [b for b in batches if b.name not in seen]
-        if not new:
-            return dg.SkipReason("no new landing batches")
-        days = pl.scan_parquet([str(b) for b in new]).select(partition_day()).collect()["partition_date"]
-        keys = partitions.get_partition_keys()
-        first, last = max(str(days.min()), keys[0]), min(str(days.max()), keys[-1])
-        cursor = json.dumps(sorted(seen | {b.name for b in new}))
-        if first > last:
-            # days past the loaded window appear once the code location reloads with the new window
-            return dg.SensorResult(
-                skip_reason=f"{len(new)} new batches outside the loaded partitions", cursor=cursor
-            )
-        digest = hashlib.sha256(",".join(sorted(b.name for b in new)).encode()).hexdigest()[:16]
+        if new:
+            days = pl.scan_parquet([str(b) for b in new]).select(partition_day()).unique().collect()
+            pending |= {d.isoformat() for d in days["partition_date"]}
+        keys = set(partition_days(partitions))
+        ready = sorted(pending & keys)
+        cursor = json.dumps({"seen": sorted(seen | {b.name for b in new}), "pending": sorted(pending - keys)})
+        if not ready:
+            waiting = f"; {len(pending)} landed days wait to become partitions" if pending else ""
+            if not new:
+                return dg.SkipReason(f"no new landing batches{waiting}")
+            return dg.SensorResult(skip_reason=f"{len(new)} new landing batches{waiting}", cursor=cursor)
+        first, last = ready[0], ready[-1]
+        digest = hashlib.sha256(",".join([*sorted(b.name for b in new), *ready]).encode()).hexdigest()[:16]
         return dg.SensorResult(
             run_requests=[
                 dg.RunRequest(
@@ -209,7 +219,7 @@ def new_files_sensor(
                         "dagster/asset_partition_range_start": first,
                         "dagster/asset_partition_range_end": last,
                         TRIGGER_TAG: "new_files",
-                        REASON_TAG: f"{len(new)} new landing batches, days {first}..{last}",
+                        REASON_TAG: f"{len(new)} new landing batches; landed days {first}..{last}",
                     },
                 )
             ],
@@ -278,13 +288,16 @@ def schedules(
         execution_timezone="UTC",
         target=partitioned_selection(specs),
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Materialize the newest day through the partitioned graph.",
+        description="Materialize the day before each tick (the newest complete UTC day) through the graph.",
     )
-    def daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        last = partitions.get_last_partition_key()
-        return dg.RunRequest(
-            run_key=f"daily-{last}", partition_key=last, tags={TRIGGER_TAG: "daily_schedule"}
-        )
+    def daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        # the tick's own day, as a partitioned schedule does: a late or re-evaluated tick still
+        # refreshes the day it was scheduled for, and the run key makes that once per day
+        tick = context.scheduled_execution_time or utc_now()
+        day = (tick.astimezone(UTC) - timedelta(days=1)).date().isoformat()
+        if day not in partition_days(partitions, tick):
+            return dg.SkipReason(f"{day} is not a partition (an archive lake ends at its newest landed day)")
+        return dg.RunRequest(run_key=f"daily-{day}", partition_key=day, tags={TRIGGER_TAG: "daily_schedule"})
 
     weekly = dg.ScheduleDefinition(
         name="weekly_retrain",
