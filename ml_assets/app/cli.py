@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ml_assets.core.settings import CONFIG_ENV, HOME_ENV, Settings, load_settings
-from ml_assets.lake.tables import EXPERIMENTS, model_assets, table_uri
+from ml_assets.lake.tables import EXPERIMENTS, table_uri
 
 DEMO_PLAYERS, DEMO_DAYS, DEMO_SEED = 5_000, 60, 7
 
@@ -155,7 +155,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     import getpass
 
-    from ml_assets.app.runner import instance_for, materialize
+    from ml_assets.app.runner import change_stage, instance_for, summarize
     from ml_assets.app.status import model_status, registry
 
     settings = _settings(args)
@@ -172,19 +172,16 @@ def cmd_models(args: argparse.Namespace) -> int:
     spec = settings.spec(args.model)
     if args.action == "promote" and not args.version:
         raise ValueError("models promote needs a version (see `ml-assets models list`)")
-    names = model_assets(spec.name)
-    op = names.production_model
-    config = {
-        "action": args.action,
-        "version": args.version or "",
-        "reason": args.reason or f"{args.action} from the CLI",
-        "actor": f"cli:{getpass.getuser()}",
-    }
-    summary = materialize(
-        settings,
-        instance_for(settings),
-        [op, names.predictions],
-        run_config={"ops": {op: {"config": config}}},
+    summary = summarize(
+        change_stage(
+            settings,
+            instance_for(settings),
+            spec.name,
+            args.action,
+            args.version or "",
+            args.reason or f"{args.action} from the CLI",
+            f"cli:{getpass.getuser()}",
+        )
     )
     if not summary.success:
         _say(f"run {summary.run_id} FAILED; see `ml-assets ui` for the step logs")
@@ -204,16 +201,18 @@ def cmd_experiments(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from ml_assets.app.runner import write_workspace
+
     settings = _settings(args)
-    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    workspace = write_workspace(settings)
     env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home), HOME_ENV: str(settings.home)}
     cmd = [
         sys.executable,
         "-m",
         "dagster",
         "dev",
-        "-m",
-        "ml_assets.definitions",
+        "-w",
+        str(workspace),
         "-h",
         args.host,
         "-p",

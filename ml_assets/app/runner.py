@@ -6,15 +6,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    REPOSITORY_LABEL_TAG,
+)
 
 from ml_assets.core.events.landing import read_window
 from ml_assets.core.settings import Settings
 from ml_assets.definitions import build_definitions
 from ml_assets.defs.automation import ALL_ASSETS_JOB
 from ml_assets.defs.partitions import daily_partitions, partition_days
+from ml_assets.lake.tables import model_assets
 
-SELECTION_JOB = "materialize_selection"
+# The code location's name wherever the UI loads it (workspace.yaml, `ml-assets ui`), and the tag
+# Dagster puts on runs it launches there: with it, in-process CLI runs show on the job's page too.
+CODE_LOCATION = "ml_assets"
+UI_TAGS = {REPOSITORY_LABEL_TAG: f"__repository__@{CODE_LOCATION}"}
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}, "progress": {}}}
 
 
@@ -38,6 +46,18 @@ def instance_for(settings: Settings) -> dg.DagsterInstance:
         config.write_text("telemetry:\n  enabled: false\n")
     os.environ["DAGSTER_HOME"] = str(home)
     return dg.DagsterInstance.get()
+
+
+def _range_tags(settings: Settings, first_day: str | None, last_day: str | None) -> dict[str, str]:
+    """Tags of a run over [first_day, last_day], by default every partition that exists now (a live
+    lake's newest is yesterday, even when events of today have landed)."""
+    days = partition_days(daily_partitions(read_window(settings.landing_dir), settings.partitions))
+    if not days:
+        raise ValueError(f"no daily partitions yet in {settings.landing_dir}: land some events first")
+    return {
+        ASSET_PARTITION_RANGE_START_TAG: first_day or days[0],
+        ASSET_PARTITION_RANGE_END_TAG: last_day or days[-1],
+    }
 
 
 def execute(
@@ -70,30 +90,56 @@ def execute(
         if unknown:
             known = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
             raise ValueError(f"unknown asset(s) {unknown}; known: {known}")
-        assets = dg.AssetSelection.assets(*wanted).required_multi_asset_neighbors()
-        keys = sorted(assets.resolve(graph))
-        # a job of its own, so the checks of the selected assets (freshness included) run with them
-        selected = dg.define_asset_job(
-            SELECTION_JOB, selection=assets | dg.AssetSelection.checks_for_assets(*keys)
-        )
-        job = dg.Definitions.merge(defs, dg.Definitions(jobs=[selected])).resolve_job_def(SELECTION_JOB)
+        keys = sorted(dg.AssetSelection.assets(*wanted).required_multi_asset_neighbors().resolve(graph))
     partitioned = any(graph.get(k).is_partitioned for k in (keys or graph.get_all_asset_keys()))
-    # the partitions that exist now: a live lake's newest is yesterday, even when today has landed
-    days = partition_days(daily_partitions(window, settings.partitions))
-    partition_tags = (
-        {
-            ASSET_PARTITION_RANGE_START_TAG: first_day or days[0],
-            ASSET_PARTITION_RANGE_END_TAG: last_day or days[-1],
-        }
-        if partitioned
-        else {}
-    )
+    partition_tags = _range_tags(settings, first_day, last_day) if partitioned else {}
+    # a subset of the all_assets job, as the UI launches one: the run shows on the job's page, and
+    # the checks of the selected assets (freshness included) run with them
     return job.execute_in_process(
         instance=instance,
-        tags={**(tags or {}), **partition_tags},
+        asset_selection=keys,
+        tags={**UI_TAGS, **(tags or {}), **partition_tags},
         run_config=run_config,
         raise_on_error=False,
     )
+
+
+def change_stage(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    model: str,
+    action: str,
+    version: str = "",
+    reason: str = "",
+    actor: str = "",
+) -> dg.ExecuteInProcessResult:
+    """Promote or roll back `model` through its NAME_stage_change job, the one the UI launches, over
+    every landed day: production changes and every day's predictions are re-scored."""
+    names = model_assets(settings.spec(model).name)
+    config = {"action": action, "version": version, "reason": reason, "actor": actor}
+    defs = build_definitions(settings)
+    return defs.resolve_job_def(names.stage_change_job).execute_in_process(
+        instance=instance,
+        run_config={**QUIET, "ops": {names.production_model: {"config": config}}},
+        tags={**UI_TAGS, **_range_tags(settings, None, None)},
+        raise_on_error=False,
+    )
+
+
+def summarize(result: dg.ExecuteInProcessResult) -> RunSummary:
+    """What a run did, for the CLI: success, failed checks, materialized assets."""
+    failed: list[str] = []
+    done: list[str] = []
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = event.asset_check_evaluation_data
+            if not data.passed:
+                failed.append(f"{data.asset_key.to_user_string()}:{data.check_name}")
+        elif event.event_type_value == "ASSET_MATERIALIZATION":
+            key = event.asset_key.to_user_string() if event.asset_key else ""
+            if key not in done:
+                done.append(key)
+    return RunSummary(run_id=result.run_id, success=result.success, failed_checks=failed, materialized=done)
 
 
 def materialize(
@@ -107,18 +153,21 @@ def materialize(
 ) -> RunSummary:
     """`execute`, with Dagster's log stream reduced to step progress, summarised for the CLI."""
     config = {**(QUIET if quiet else {}), **(run_config or {})}
-    result = execute(settings, instance, select, first_day, last_day, config or None)
-    failed, done = [], []
-    for event in result.all_events:
-        if event.event_type_value == "ASSET_CHECK_EVALUATION":
-            data = event.asset_check_evaluation_data
-            if not data.passed:
-                failed.append(f"{data.asset_key.to_user_string()}:{data.check_name}")
-        elif event.event_type_value == "ASSET_MATERIALIZATION":
-            key = event.asset_key.to_user_string() if event.asset_key else ""
-            if key not in done:
-                done.append(key)
-    return RunSummary(run_id=result.run_id, success=result.success, failed_checks=failed, materialized=done)
+    return summarize(execute(settings, instance, select, first_day, last_day, config or None))
+
+
+def write_workspace(settings: Settings) -> Path:
+    """The workspace file `ml-assets ui` starts Dagster with: this package's definitions as the
+    code location CODE_LOCATION, the name CLI runs are tagged with."""
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    path = settings.dagster_home / "workspace.yaml"
+    path.write_text(
+        "load_from:\n"
+        "  - python_module:\n"
+        "      module_name: ml_assets.definitions\n"
+        f"      location_name: {CODE_LOCATION}\n"
+    )
+    return path
 
 
 def lake_paths(settings: Settings) -> dict[str, Path | str]:

@@ -9,12 +9,13 @@ unknown key fails at load with one line naming it. The file lives in the lake ho
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from ml_assets.core.config import (
     Fraction,
@@ -114,6 +115,22 @@ class PartitionSettings(Table):
     live_within_days: PositiveInt = 30
 
 
+def _owner(value: str) -> str:
+    if not (value.startswith("team:") and len(value) > 5) and not re.fullmatch(r"[^@\s]+@[^@\s]+", value):
+        raise ValueError(f"not an owner: {value!r}")
+    return value
+
+
+Owner = Annotated[str, AfterValidator(_owner)]
+
+
+class CatalogSettings(Table):
+    # who answers for the assets, shown on each asset in the UI: emails or team:NAME
+    owners: Annotated[list[Owner], Field(description='a list of owners, each an email or "team:NAME"')] = [
+        "team:analytics"
+    ]
+
+
 class AlertSettings(Table):
     webhook_url: Text = ""  # POSTed JSON for failed checks, drift and degradation; always logged too
 
@@ -126,6 +143,7 @@ SECTIONS: dict[str, type[Table]] = {
     "performance": PerformanceSettings,
     "freshness": FreshnessSettings,
     "partitions": PartitionSettings,
+    "catalog": CatalogSettings,
     "alerts": AlertSettings,
     # defaults for every model; a [models.NAME] table can set any of these for itself
     "training": TrainingTable,
@@ -144,6 +162,7 @@ class Settings:
     performance: PerformanceSettings = field(default_factory=PerformanceSettings)
     freshness: FreshnessSettings = field(default_factory=FreshnessSettings)
     partitions: PartitionSettings = field(default_factory=PartitionSettings)
+    catalog: CatalogSettings = field(default_factory=CatalogSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     specs: tuple[ModelSpec, ...] = ()
 
@@ -225,6 +244,7 @@ def load_settings(
         performance=section("performance", PerformanceSettings),
         freshness=section("freshness", FreshnessSettings),
         partitions=section("partitions", PartitionSettings),
+        catalog=section("catalog", CatalogSettings),
         alerts=section("alerts", AlertSettings),
         specs=specs_from_settings(models, raw.get("training"), str(path)),
     )

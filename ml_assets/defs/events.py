@@ -12,9 +12,9 @@ from ml_assets.core.events.landing import list_batches, scan_landing
 from ml_assets.core.schemas import CleanEvents, QuarantinedEvents, RawEvents
 from ml_assets.core.settings import Settings
 from ml_assets.defs.checks import ChunkedSchemaCheck, schema_check_result, schema_check_spec
-from ml_assets.defs.freshness import stage_defs
 from ml_assets.defs.partitions import run_window
 from ml_assets.defs.resources import LakeResource
+from ml_assets.defs.stage import stage_defs
 from ml_assets.lake.io_manager import FrameChunks
 from ml_assets.lake.tables import CLEAN_EVENTS, EVENT_TABLES, QUARANTINED_EVENTS, RAW_EVENTS
 

@@ -9,9 +9,9 @@ from ml_assets.core.features.player import player_feature_chunks as build_featur
 from ml_assets.core.schemas import PlayerFeatures
 from ml_assets.core.settings import Settings
 from ml_assets.defs.checks import ChunkedSchemaCheck, schema_check_spec
-from ml_assets.defs.freshness import stage_defs
 from ml_assets.defs.partitions import run_window
 from ml_assets.defs.resources import LakeResource
+from ml_assets.defs.stage import stage_defs
 from ml_assets.lake.io_manager import FrameChunks
 from ml_assets.lake.tables import CLEAN_EVENTS, EVENT_TABLES, PLAYER_FEATURES
 

@@ -3,7 +3,6 @@ and an asset check that compares the newest event time and the last update with 
 
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -25,16 +24,6 @@ def sla_tables(settings: Settings) -> dict[str, tuple[str, float]]:
     for spec in settings.specs:
         out[model_assets(spec.name).predictions] = (PREDICTIONS_TIME_COLUMN, sla.predictions)
     return {table: (column, float(h)) for table, (column, h) in out.items() if h > 0}
-
-
-def stage_defs(settings: Settings, assets: Sequence[dg.AssetsDefinition], **rest: Any) -> dg.Definitions:
-    """A stage's Definitions: its `assets`, each table with an SLA given a FreshnessPolicy and a
-    `freshness` check, plus the `rest` (sensors, jobs, ...)."""
-    keys = {k.to_user_string() for a in assets for k in a.keys}
-    slas = {t: sla for t, sla in sla_tables(settings).items() if t in keys}
-    return dg.Definitions(
-        assets=with_freshness_policies(assets, slas), asset_checks=freshness_checks(slas), **rest
-    )
 
 
 def with_freshness_policies(

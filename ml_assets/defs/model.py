@@ -24,10 +24,10 @@ from ml_assets.core.schemas import Predictions, TrainingSet
 from ml_assets.core.settings import Settings
 from ml_assets.defs.automation import model_sensors
 from ml_assets.defs.checks import ChunkedSchemaCheck, schema_check_result, schema_check_spec
-from ml_assets.defs.freshness import stage_defs
 from ml_assets.defs.monitoring import monitoring_assets
 from ml_assets.defs.partitions import run_window
 from ml_assets.defs.resources import MODEL_IO, LakeResource
+from ml_assets.defs.stage import stage_defs
 from ml_assets.lake.io_manager import FrameChunks
 from ml_assets.lake.tables import CLEAN_EVENTS, PLAYER_FEATURES, SNAPSHOT_COLUMN, delta_version, model_assets
 
@@ -248,10 +248,16 @@ def model_defs(spec: ModelSpec, settings: Settings, partitions: dg.PartitionsDef
         )
         yield check.result()
 
+    # promote / roll back, from the UI's Launchpad or the CLI (which launches this same job): the
+    # production model changes, then the predictions of the chosen days are re-scored by it
     stage_change = dg.define_asset_job(
         names.stage_change_job,
-        selection=dg.AssetSelection.assets(names.production_model),
-        description=f"Set {n}'s production version: config action promote|rollback|sync.",
+        selection=dg.AssetSelection.assets(names.production_model, names.predictions),
+        partitions_def=partitions,
+        description=(
+            f"Set {n}'s production version (config: action promote|rollback|sync, version, reason) "
+            "and re-score the predictions of the chosen days with it."
+        ),
     )
     return stage_defs(
         settings,

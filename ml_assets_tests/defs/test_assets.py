@@ -6,7 +6,7 @@ from datetime import date, timedelta
 import polars as pl
 from deltalake import DeltaTable
 
-from ml_assets.app.runner import execute
+from ml_assets.app.runner import change_stage
 from ml_assets.core.events.landing import scan_landing, write_batch
 from ml_assets.core.models.experiments import list_runs
 from ml_assets.core.models.registry import Registry
@@ -147,26 +147,25 @@ def test_gate_refuses_a_worse_model_then_promote_and_rollback(tmp_path, instance
     assert "production" in meta["gate"].value
     assert registry.current("churn") == v1 and registry.stage_of("churn", v2) == "staging"
 
-    def stage_change(action: str, version: str = "") -> None:
-        config = {
-            "ops": {
-                "churn_production_model": {"config": {"action": action, "version": version, "actor": "test"}}
-            }
-        }
-        run = execute(worse, instance, ["churn_production_model", "churn_predictions"], FIRST, LAST2, config)
-        assert run.success
-
-    stage_change("promote", v2)
+    # promote as the CLI does it: the churn_stage_change job over every landed day
+    promoted = change_stage(worse, instance, "churn", "promote", v2, "better on the new days", "test")
+    assert promoted.success and promoted.dagster_run.job_name == "churn_stage_change"
     assert registry.current("churn") == v2 and registry.stage_of("churn", v1) == "archived"
     assert set(read_table(worse, "churn_predictions")["model_version"]) == {v2}
-    # rollback as the UI does it: the churn_stage_change job, launched with config
+    # roll back as the UI does it: the same job, launched from the Launchpad with config and days
     job = build_definitions(worse).resolve_job_def("churn_stage_change")
     config = {
         "ops": {"churn_production_model": {"config": {"action": "rollback", "actor": "test", "reason": "ui"}}}
     }
-    assert job.execute_in_process(run_config=config, instance=instance).success
+    days = {"dagster/asset_partition_range_start": FIRST, "dagster/asset_partition_range_end": LAST2}
+    rolled = job.execute_in_process(run_config=config, instance=instance, tags=days)
+    assert rolled.success
     assert registry.current("churn") == v1 and registry.stage_of("churn", v2) == "archived"
-    assert run_graph(worse, instance, FIRST, LAST2, ["churn_predictions"]).success
+    # the job re-scored the predictions itself: nothing else ran in between
+    assert {e.asset_key.to_user_string() for e in rolled.get_asset_materialization_events()} == {
+        "churn_production_model",
+        "churn_predictions",
+    }
     assert set(read_table(worse, "churn_predictions")["model_version"]) == {v1}
     audit = registry.history("churn")
     assert audit.filter(pl.col("actor") == "test")["stage"].to_list() == [

@@ -25,6 +25,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from ml_assets.app.runner import CODE_LOCATION, execute, write_workspace
 from ml_assets.core.events.landing import write_batch
 from ml_assets.core.settings import CONFIG_ENV, HOME_ENV, Settings, load_settings
 from ml_assets.definitions import build_definitions
@@ -55,6 +56,15 @@ query AssetNodes {
       ... on AssetChecks { checks { name assetKey { path } } }
       ... on Error { message }
     }
+  }
+}
+"""
+
+JOB_RUNS_QUERY = """
+query JobRuns($selector: PipelineSelector!) {
+  pipelineOrError(params: $selector) {
+    __typename
+    ... on Pipeline { runs { runId } }
   }
 }
 """
@@ -104,10 +114,12 @@ def _events() -> pl.DataFrame:
     )
 
 
-def _graphql(url: str, query: str, timeout: float = 30.0) -> dict[str, Any]:
+def _graphql(
+    url: str, query: str, timeout: float = 30.0, variables: dict[str, Any] | None = None
+) -> dict[str, Any]:
     request = urllib.request.Request(
         f"{url}/graphql",
-        data=json.dumps({"query": query}).encode(),
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
     )
@@ -167,8 +179,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # an explicit (absent) config file: the ambient $ML_ASSETS_CONFIG must not leak into this lake
     settings = load_settings(home, home / "ml_assets.toml")
     assert write_batch(settings.landing_dir, _events(), "batch-1", "test_webserver")
-    dagster_home = root / "dagster_home"
-    dagster_home.mkdir()
+    # started as `ml-assets ui` starts it: the lake's instance, the code location named "ml_assets"
+    workspace = write_workspace(settings)
+    dagster_home = settings.dagster_home
     (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
 
     env = {k: v for k, v in os.environ.items() if k != CONFIG_ENV}
@@ -180,7 +193,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = root / "webserver.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [*launcher, "-m", "ml_assets.definitions", "-h", "127.0.0.1", "-p", str(port)],
+            [*launcher, "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)],
             cwd=root,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -239,3 +252,18 @@ def test_partitioned_assets_span_the_landed_days(asset_nodes, expected_defs):
         assert node["partitionDefinition"]["type"] == "TIME_WINDOW", key
         (dimension,) = node["partitionKeysByDimension"]
         assert dimension["partitionKeys"] == [d.isoformat() for d in DAYS], key
+
+
+def test_cli_runs_show_on_the_job_page(server):
+    """A run the CLI makes in process is listed on the all_assets job's page, like a UI launch."""
+    instance = dg.DagsterInstance.from_config(str(server.settings.dagster_home))
+    result = execute(server.settings, instance, ["raw_events"])
+    assert result.success
+    selector = {
+        "repositoryLocationName": CODE_LOCATION,
+        "repositoryName": "__repository__",
+        "pipelineName": "all_assets",
+    }
+    job = _graphql(server.url, JOB_RUNS_QUERY, variables={"selector": selector})["pipelineOrError"]
+    assert job["__typename"] == "Pipeline", job
+    assert result.run_id in {r["runId"] for r in job["runs"]}
