@@ -15,7 +15,7 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 from ml_assets.core.events.landing import list_batches, partition_day
 from ml_assets.core.models.spec import ModelSpec
 from ml_assets.core.monitoring.alerts import Alert, send_alert
-from ml_assets.core.monitoring.drift import alarm_rows, drift_summary
+from ml_assets.core.monitoring.drift import alarm_reason, alarm_rows, drift_summary
 from ml_assets.core.settings import Settings
 from ml_assets.defs.partitions import partition_days, utc_now
 from ml_assets.defs.resources import LakeResource
@@ -106,12 +106,12 @@ def drift_sensor(spec: ModelSpec) -> dg.SensorDefinition:
         if latest is None or latest.height == 0:
             return dg.SkipReason(f"no {names.feature_drift} results yet")
         day, version = latest["snapshot_date"][0], latest["model_version"][0]
-        summary = drift_summary(alarm_rows(latest, settings.drift.ignore), settings.drift.thresholds())
+        watched = alarm_rows(latest, settings.drift.ignore)
+        summary = drift_summary(watched, settings.drift.thresholds())
         if not summary["alarm"]:
             return dg.SkipReason(
                 f"{n} {version} on {day}: {summary['drifted']}/{summary['features']} drifted, no alarm"
             )
-        drifted = f"{summary['drifted']}/{summary['features']} features drifted"
         return _request_retrain(
             context,
             spec,
@@ -119,7 +119,7 @@ def drift_sensor(spec: ModelSpec) -> dg.SensorDefinition:
             trigger="drift",
             day=day,
             version=version,
-            reason=f"{drifted} on {day} (share {summary['share_drifted']:.2f})",
+            reason=f"{day}: {alarm_reason(watched, settings.drift.thresholds())}",
             alert=Alert(
                 kind="drift",
                 model=n,

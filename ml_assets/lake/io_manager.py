@@ -10,6 +10,7 @@ the previous table version and a rerun replaces the window instead of appending 
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -100,6 +101,25 @@ def _refuse_outside(
         )
 
 
+class _PartitionRows:
+    """Rows per partition of a window's write: each partition's materialization gets its own
+    `dagster/row_count` (a range run's output metadata would give every day the whole range's)."""
+
+    def __init__(self, column: str) -> None:
+        self.column = column
+        self.rows: Counter[str] = Counter()
+
+    def add(self, piece: pl.DataFrame) -> None:
+        for value, n in piece.group_by(self.column).len().iter_rows():
+            self.rows[value.isoformat() if isinstance(value, date) else str(value)] += n
+
+    def report(self, context: dg.OutputContext) -> None:
+        for key in context.asset_partition_keys:
+            context.step_context.add_asset_metadata(
+                {"dagster/row_count": self.rows.get(key, 0)}, asset_key=context.asset_key, partition_key=key
+            )
+
+
 class DeltaLakeIOManager(dg.ConfigurableIOManager):
     """Polars frames in, Delta tables out, one table per asset under `root_uri`."""
 
@@ -123,6 +143,9 @@ class DeltaLakeIOManager(dg.ConfigurableIOManager):
             column, start, end, predicate = self._window(context)
             _refuse_outside(context, frame, column, start, end)
             version = self._replace_window(frame, uri, column, predicate)
+            counted = _PartitionRows(column)
+            counted.add(frame)
+            counted.report(context)
         else:
             frame.write_delta(
                 uri,
@@ -148,6 +171,7 @@ class DeltaLakeIOManager(dg.ConfigurableIOManager):
             )
         column, start, end, predicate = self._window(context)
         exists = self._exists(uri)
+        counted = _PartitionRows(column)
         if is_local(uri):
             pieces = obj.frames(lambda piece: _refuse_outside(context, piece, column, start, end))
             first = next(pieces, None)
@@ -155,7 +179,9 @@ class DeltaLakeIOManager(dg.ConfigurableIOManager):
                 writer = WindowWriter(uri, column)
                 for piece in itertools.chain([first], pieces):
                     writer.write(piece)
+                    counted.add(piece)
                 version = writer.commit(first, start, end)
+                counted.report(context)
                 empty = pl.DataFrame(schema=obj.schema)
                 context.add_output_metadata(
                     {**table_metadata(empty, uri, version), "dagster/row_count": obj.rows}
@@ -163,11 +189,17 @@ class DeltaLakeIOManager(dg.ConfigurableIOManager):
                 return
             # a new column (schema merge), or no rows: write_deltalake's path below
             obj = FrameChunks(itertools.chain([first] if first is not None else [], pieces))
-        streamed = obj.stream(lambda piece: _refuse_outside(context, piece, column, start, end))
+
+        def check(piece: pl.DataFrame) -> None:
+            _refuse_outside(context, piece, column, start, end)
+            counted.add(piece)
+
+        streamed = obj.stream(check)
         if streamed is None:
             if exists:  # nothing for this window any more: the rerun still replaces what was there
                 DeltaTable(uri, storage_options=self._options()).delete(predicate)
             context.add_output_metadata({"dagster/row_count": 0})
+            counted.report(context)
             return
         schema, batches = streamed
         reader = pa.RecordBatchReader.from_batches(schema, batches)
@@ -185,6 +217,7 @@ class DeltaLakeIOManager(dg.ConfigurableIOManager):
                 uri, reader, mode="append", partition_by=[column], storage_options=self._options()
             )
         version = DeltaTable(uri, storage_options=self._options()).version()
+        counted.report(context)
         empty = pl.DataFrame(schema=obj.schema)
         context.add_output_metadata({**table_metadata(empty, uri, version), "dagster/row_count": obj.rows})
 

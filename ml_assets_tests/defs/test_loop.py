@@ -75,7 +75,13 @@ def test_patch_drift_triggers_a_retrain_that_serves(tmp_path, receiver):
             break
     assert fired_on is not None, "the patch was never detected"
     request = requests[0]
-    assert request.tags[TRIGGER_TAG] == "drift" and "features drifted" in request.tags[REASON_TAG]
+    assert request.tags[TRIGGER_TAG] == "drift"
+    # the reason names the statistic that fired, with its value and threshold (here: the score,
+    # which the patch moves before a third of the features drift)
+    reason = request.tags[REASON_TAG]
+    assert reason.startswith(f"{fired_on}: ")
+    assert "score drifted: PSI" in reason or "features drifted: share" in reason, reason
+    assert " > " in reason
     assert "ev_session_end" in request.tags["ml_assets/drifted_features"]
     assert request.run_key == f"churn-drift-{fired_on}-{v1}"
     # the drift reached the alert hook with its figures

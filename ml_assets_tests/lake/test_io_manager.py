@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 from deltalake import DeltaTable
 
-from ml_assets.lake.io_manager import DeltaLakeIOManager
+from ml_assets.lake.io_manager import DeltaLakeIOManager, FrameChunks
 
 daily = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_date="2025-01-11", timezone="UTC")
 
@@ -71,9 +71,35 @@ def test_output_metadata_has_row_count_and_schema(tmp_path):
     result = _run(str(tmp_path / "lake"), "2025-01-01", "2025-01-02")
     mats = result.asset_materializations_for_node("table")
     meta = mats[0].metadata
-    assert meta["dagster/row_count"].value == 2
+    assert [m.metadata["dagster/row_count"].value for m in mats] == [1, 1]  # each day its own
     assert [c.name for c in meta["dagster/column_schema"].value.columns] == ["day", "x"]
     assert "delta_version" in meta
+
+
+def test_each_partition_of_a_range_run_carries_its_own_row_count(tmp_path):
+    @dg.asset(
+        partitions_def=daily,
+        metadata={"partition_expr": "day"},
+        backfill_policy=dg.BackfillPolicy.single_run(),
+    )
+    def pieces() -> FrameChunks:
+        # two pieces; the first day has 3 rows, the second 1, the third none
+        first = pl.DataFrame({"day": [date(2025, 1, 1)] * 2, "x": [1, 2]})
+        second = pl.DataFrame({"day": [date(2025, 1, 1), date(2025, 1, 2)], "x": [3, 4]})
+        return FrameChunks(iter([first, second]))
+
+    root = str(tmp_path / "lake")
+    tags = {
+        "dagster/asset_partition_range_start": "2025-01-01",
+        "dagster/asset_partition_range_end": "2025-01-03",
+    }
+    result = dg.materialize(
+        [*_assets(), pieces], resources={"io_manager": DeltaLakeIOManager(root_uri=root)}, tags=tags
+    )
+    for node, expected in (("pieces", [3, 1, 0]), ("table", [1, 1, 1])):
+        mats = sorted(result.asset_materializations_for_node(node), key=lambda m: m.partition)
+        assert [m.partition for m in mats] == ["2025-01-01", "2025-01-02", "2025-01-03"]
+        assert [m.metadata["dagster/row_count"].value for m in mats] == expected, node
 
 
 def test_missing_partition_expr_is_a_clear_error(tmp_path):

@@ -411,6 +411,27 @@ def drift_summary(drift: pl.DataFrame, thresholds: DriftThresholds = DriftThresh
     }
 
 
+def alarm_reason(drift: pl.DataFrame, thresholds: DriftThresholds = DriftThresholds()) -> str:
+    """What raised the alarm on `drift` (one day's rows), naming each statistic with its value and
+    threshold: the share of drifted features, and/or the score's PSI and effect size."""
+    summary = drift_summary(drift, thresholds)
+    parts = []
+    if summary["share_drifted"] > thresholds.share_drifted:
+        names = ", ".join(summary["drifted_features"][:5])
+        parts.append(
+            f"{summary['drifted']}/{summary['features']} features drifted: share "
+            f"{summary['share_drifted']:.2f} > {thresholds.share_drifted:.2f} ({names})"
+        )
+    score = drift.filter(pl.col("kind") == "score")
+    if summary["score_drifted"] and score.height:
+        row = score.row(0, named=True)
+        parts.append(
+            f"score drifted: PSI {row['psi']:.4f} > {thresholds.psi:g} and normalised Wasserstein "
+            f"{row['statistic']:.3f} > {thresholds.wasserstein:g} over {row['rows']} rows"
+        )
+    return "; ".join(parts) or "no alarm"
+
+
 def alarm_rows(drift: pl.DataFrame, ignore: Sequence[str]) -> pl.DataFrame:
     """The drift rows the alarm looks at: all but the features matching the `ignore` globs."""
     ignored = [f for f in drift["feature"].to_list() if any(fnmatch.fnmatch(f, g) for g in ignore)]

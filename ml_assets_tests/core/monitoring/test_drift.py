@@ -9,6 +9,7 @@ from ml_assets.core.monitoring.drift import (
     SCORE,
     DriftThresholds,
     Profile,
+    alarm_reason,
     build_profile,
     drift_summary,
     feature_drift,
@@ -106,6 +107,25 @@ def test_summary_alarm_on_share_of_features():
         "drifted_features": ["a", "b"],
     }
     assert drift_summary(drift, DriftThresholds(share_drifted=0.5))["alarm"] is False
+
+
+def test_the_alarm_reason_names_the_statistic_that_fired_with_value_and_threshold():
+    features = pl.DataFrame(
+        {
+            "feature": list("abcd"),
+            "kind": ["numeric"] * 4,
+            "psi": [0.5, 0.4, 0.3, 0.01],
+            "statistic": [0.0] * 4,
+        }
+    ).with_columns(drifted=pl.Series([True, True, False, False]), rows=pl.lit(5000, pl.Int64))
+    assert alarm_reason(features) == "2/4 features drifted: share 0.50 > 0.30 (a, b)"
+    quiet_features = features.with_columns(drifted=pl.lit(False))
+    score = pl.DataFrame(
+        {"feature": ["__score__"], "kind": ["score"], "psi": [0.0279], "statistic": [0.137], "rows": [8632]}
+    ).with_columns(drifted=pl.lit(True))
+    reason = alarm_reason(pl.concat([quiet_features, score], how="diagonal"))
+    assert reason == "score drifted: PSI 0.0279 > 0.02 and normalised Wasserstein 0.137 > 0.1 over 8632 rows"
+    assert "features drifted" not in reason  # the reason says what fired, not the feature count
 
 
 def test_profile_json_round_trip(reference):
