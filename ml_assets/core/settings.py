@@ -115,6 +115,13 @@ class PartitionSettings(Table):
     live_within_days: PositiveInt = 30
 
 
+class AutomationSettings(Table):
+    # how often the daemon evaluates each sensor, in seconds (Dagster's minimum_interval_seconds)
+    landing_sensor_seconds: PositiveInt = 60  # new landing batches -> the daily graph over their days
+    monitoring_sensor_seconds: PositiveInt = 600  # drift and degradation -> retrain
+    alert_sensor_seconds: PositiveInt = 60  # failed checks -> the alert hook
+
+
 def _owner(value: str) -> str:
     if not (value.startswith("team:") and len(value) > 5) and not re.fullmatch(r"[^@\s]+@[^@\s]+", value):
         raise ValueError(f"not an owner: {value!r}")
@@ -144,6 +151,7 @@ SECTIONS: dict[str, type[Table]] = {
     "freshness": FreshnessSettings,
     "partitions": PartitionSettings,
     "catalog": CatalogSettings,
+    "automation": AutomationSettings,
     "alerts": AlertSettings,
     # defaults for every model; a [models.NAME] table can set any of these for itself
     "training": TrainingTable,
@@ -163,6 +171,7 @@ class Settings:
     freshness: FreshnessSettings = field(default_factory=FreshnessSettings)
     partitions: PartitionSettings = field(default_factory=PartitionSettings)
     catalog: CatalogSettings = field(default_factory=CatalogSettings)
+    automation: AutomationSettings = field(default_factory=AutomationSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     specs: tuple[ModelSpec, ...] = ()
 
@@ -245,6 +254,7 @@ def load_settings(
         freshness=section("freshness", FreshnessSettings),
         partitions=section("partitions", PartitionSettings),
         catalog=section("catalog", CatalogSettings),
+        automation=section("automation", AutomationSettings),
         alerts=section("alerts", AlertSettings),
         specs=specs_from_settings(models, raw.get("training"), str(path)),
     )

@@ -89,14 +89,14 @@ def _request_retrain(
     )
 
 
-def drift_sensor(spec: ModelSpec) -> dg.SensorDefinition:
+def drift_sensor(spec: ModelSpec, interval_s: int = 600) -> dg.SensorDefinition:
     """Requests a retrain of `spec`'s model when its stored drift for the newest day raises the alarm."""
     n, names = spec.name, model_assets(spec.name)
 
     @dg.sensor(
         name=names.drift_sensor,
         asset_selection=retrain_selection(spec),
-        minimum_interval_seconds=600,
+        minimum_interval_seconds=interval_s,
         default_status=RUNNING,
         description=f"Retrain {n} when the share of drifted features (or the score) passes [drift] limits.",
     )
@@ -132,14 +132,14 @@ def drift_sensor(spec: ModelSpec) -> dg.SensorDefinition:
     return sensor
 
 
-def degradation_sensor(spec: ModelSpec) -> dg.SensorDefinition:
+def degradation_sensor(spec: ModelSpec, interval_s: int = 600) -> dg.SensorDefinition:
     """Requests a retrain of `spec`'s model when its stored performance for the newest day is degraded."""
     n, names = spec.name, model_assets(spec.name)
 
     @dg.sensor(
         name=names.degradation_sensor,
         asset_selection=retrain_selection(spec),
-        minimum_interval_seconds=600,
+        minimum_interval_seconds=interval_s,
         default_status=RUNNING,
         description=f"Retrain {n} when its estimated or realized quality drops past [performance] threshold.",
     )
@@ -167,7 +167,7 @@ def degradation_sensor(spec: ModelSpec) -> dg.SensorDefinition:
 
 
 def new_files_sensor(
-    specs: tuple[ModelSpec, ...], partitions: dg.TimeWindowPartitionsDefinition
+    specs: tuple[ModelSpec, ...], partitions: dg.TimeWindowPartitionsDefinition, interval_s: int = 60
 ) -> dg.SensorDefinition:
     """Starts the partitioned pipeline over the days that newly landed batches touch.
 
@@ -179,7 +179,7 @@ def new_files_sensor(
     @dg.sensor(
         name="new_landing_batches_sensor",
         asset_selection=partitioned_selection(specs),
-        minimum_interval_seconds=60,
+        minimum_interval_seconds=interval_s,
         default_status=RUNNING,
         description="Materialize the days of newly landed batches (ingest / simulate) through the graph.",
     )
@@ -229,7 +229,7 @@ def new_files_sensor(
     return sensor
 
 
-def check_alert_sensor() -> dg.SensorDefinition:
+def check_alert_sensor(interval_s: int = 60) -> dg.SensorDefinition:
     """Sends every failed asset check to the alert hook once.
 
     It reads each check's execution history (`get_asset_check_execution_history`), which every
@@ -237,7 +237,7 @@ def check_alert_sensor() -> dg.SensorDefinition:
     check, the newest failed execution already sent.
     """
 
-    @dg.sensor(name="failed_check_alert_sensor", minimum_interval_seconds=60, default_status=RUNNING)
+    @dg.sensor(name="failed_check_alert_sensor", minimum_interval_seconds=interval_s, default_status=RUNNING)
     def sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
         if context.repository_def is None:
             raise ValueError("failed_check_alert_sensor needs its code location's definitions")
@@ -318,9 +318,10 @@ def automation_sensor() -> dg.AutomationConditionSensorDefinition:
     )
 
 
-def model_sensors(spec: ModelSpec) -> list[dg.SensorDefinition]:
+def model_sensors(spec: ModelSpec, settings: Settings) -> list[dg.SensorDefinition]:
     """The sensors that retrain one model: on drift, and on degraded quality."""
-    return [drift_sensor(spec), degradation_sensor(spec)]
+    every = settings.automation.monitoring_sensor_seconds
+    return [drift_sensor(spec, every), degradation_sensor(spec, every)]
 
 
 def automation_defs(settings: Settings, partitions: dg.TimeWindowPartitionsDefinition) -> dg.Definitions:
@@ -328,6 +329,10 @@ def automation_defs(settings: Settings, partitions: dg.TimeWindowPartitionsDefin
     automation-condition sensor, and the daily and weekly schedules."""
     return dg.Definitions(
         jobs=[dg.define_asset_job(ALL_ASSETS_JOB, selection=dg.AssetSelection.all())],
-        sensors=[new_files_sensor(settings.specs, partitions), check_alert_sensor(), automation_sensor()],
+        sensors=[
+            new_files_sensor(settings.specs, partitions, settings.automation.landing_sensor_seconds),
+            check_alert_sensor(settings.automation.alert_sensor_seconds),
+            automation_sensor(),
+        ],
         schedules=schedules(settings.specs, partitions),
     )

@@ -262,6 +262,6 @@ def model_defs(spec: ModelSpec, settings: Settings, partitions: dg.PartitionsDef
     return stage_defs(
         settings,
         [training_set, model, production_model, predictions, *monitoring_assets(spec, partitions)],
-        sensors=model_sensors(spec),
+        sensors=model_sensors(spec, settings),
         jobs=[stage_change],
     )

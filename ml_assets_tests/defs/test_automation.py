@@ -29,6 +29,21 @@ def test_every_sensor_and_schedule_is_defined_running(small_lake):
     assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in defs.schedules)
 
 
+def test_how_often_sensors_run_comes_from_settings(small_lake):
+    defaults = {s.name: s.minimum_interval_seconds for s in build_definitions(small_lake).sensors}
+    assert defaults["new_landing_batches_sensor"] == 60 and defaults["churn_drift_sensor"] == 600
+    (small_lake.home / "ml_assets.toml").write_text(
+        "[automation]\nlanding_sensor_seconds = 15\nmonitoring_sensor_seconds = 30\n"
+        "alert_sensor_seconds = 45\n"
+    )
+    sensors = {
+        s.name: s.minimum_interval_seconds for s in build_definitions(load_settings(small_lake.home)).sensors
+    }
+    assert sensors["new_landing_batches_sensor"] == 15
+    assert sensors["churn_drift_sensor"] == sensors["first_purchase_degradation_sensor"] == 30
+    assert sensors["failed_check_alert_sensor"] == 45
+
+
 def test_new_batches_start_the_partitioned_graph_over_their_days(small_lake, instance):
     defs = build_definitions(small_lake)
     sensor = defs.get_sensor_def("new_landing_batches_sensor")
