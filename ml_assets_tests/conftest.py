@@ -1,6 +1,7 @@
 """Fixtures: small seeded lakes in tmp dirs, and helpers to run the graph on an ephemeral instance."""
 
 import json
+import os
 import threading
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,7 +46,7 @@ def run_graph(
     first: str,
     last: str,
     select: Sequence[str] | None = None,
-) -> dg.ExecuteInProcessResult:
+) -> dg.JobExecutionResult:
     """Materialize (a selection of) the graph over [first, last] as one run."""
     return execute(settings, instance, select, first, last)
 
@@ -59,12 +60,12 @@ def read_table(settings: Settings, name: str) -> pl.DataFrame:
 ADVISORY = ("freshness", "beats_baseline")
 
 
-def data_checks_passed(result: dg.ExecuteInProcessResult) -> bool:
+def data_checks_passed(result: dg.JobExecutionResult) -> bool:
     """Every check of the run passed, advisory ones aside."""
     return all(v for k, v in check_results(result).items() if not k.endswith(ADVISORY))
 
 
-def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+def check_results(result: dg.JobExecutionResult) -> dict[str, bool]:
     """`asset:check` -> passed, for every check evaluated in the run."""
     out = {}
     for event in result.all_events:
@@ -104,3 +105,14 @@ def receiver():
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
     server.shutdown()
+
+
+def require(available: bool, what: str, install: str) -> None:
+    """Skip a test whose system dependency is missing, naming the install command; under CI=true
+    fail instead, so CI always runs it (.ci/run installs it)."""
+    if available:
+        return
+    message = f"{what} is not installed; install it with: {install}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true: {message}")
+    pytest.skip(message)

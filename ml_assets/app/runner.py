@@ -6,12 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    REPOSITORY_LABEL_TAG,
-)
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from ml_assets.app.in_process import CODE_LOCATION, run_in_process
 from ml_assets.core.events.landing import read_window
 from ml_assets.core.settings import Settings
 from ml_assets.definitions import build_definitions
@@ -19,10 +16,6 @@ from ml_assets.defs.automation import ALL_ASSETS_JOB
 from ml_assets.defs.partitions import daily_partitions, partition_days
 from ml_assets.lake.tables import model_assets
 
-# The code location's name wherever the UI loads it (workspace.yaml, `ml-assets ui`), and the tag
-# Dagster puts on runs it launches there: with it, in-process CLI runs show on the job's page too.
-CODE_LOCATION = "ml_assets"
-UI_TAGS = {REPOSITORY_LABEL_TAG: f"__repository__@{CODE_LOCATION}"}
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}, "progress": {}}}
 
 
@@ -36,15 +29,32 @@ class RunSummary:
     materialized: list[str]
 
 
-def instance_for(settings: Settings) -> dg.DagsterInstance:
-    """The persistent Dagster instance (SQLite by default) under the lake home."""
+# SQLite storage in the home's dagster folder (Dagster's default); no telemetry from a laptop lake
+TELEMETRY_CONFIG = "telemetry:\n  enabled: false\n"
+# One run at a time: the daemon's runs (landed days, retrains, automation) write the same Delta
+# tables, and of two concurrent writers of a table one fails its commit. Queued runs wait instead.
+RUN_QUEUE_CONFIG = "concurrency:\n  runs:\n    max_concurrent_runs: 1\n"
+
+
+def write_instance_config(settings: Settings) -> Path:
+    """The home's dagster.yaml: written when missing; an existing file that says nothing about run
+    concurrency gets RUN_QUEUE_CONFIG appended (homes made before it), anything else is kept."""
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        # SQLite storage in this folder (Dagster's default); no telemetry from a laptop lake
-        config.write_text("telemetry:\n  enabled: false\n")
-    os.environ["DAGSTER_HOME"] = str(home)
+        config.write_text(TELEMETRY_CONFIG + RUN_QUEUE_CONFIG)
+    else:
+        text = config.read_text()
+        if not any(key in text for key in ("concurrency:", "run_queue:", "run_coordinator:")):
+            config.write_text(text.rstrip("\n") + "\n" + RUN_QUEUE_CONFIG)
+    return config
+
+
+def instance_for(settings: Settings) -> dg.DagsterInstance:
+    """The persistent Dagster instance (SQLite by default) under the lake home."""
+    write_instance_config(settings)
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     return dg.DagsterInstance.get()
 
 
@@ -68,7 +78,7 @@ def execute(
     last_day: str | None = None,
     run_config: dict | None = None,
     tags: dict[str, str] | None = None,
-) -> dg.ExecuteInProcessResult:
+) -> dg.JobExecutionResult:
     """Materialize the selected assets (default: all) over a partition range (default: every day), as one run.
 
     Partitioned and unpartitioned assets share the run; each partitioned asset computes the whole
@@ -93,14 +103,10 @@ def execute(
         keys = sorted(dg.AssetSelection.assets(*wanted).required_multi_asset_neighbors().resolve(graph))
     partitioned = any(graph.get(k).is_partitioned for k in (keys or graph.get_all_asset_keys()))
     partition_tags = _range_tags(settings, first_day, last_day) if partitioned else {}
-    # a subset of the all_assets job, as the UI launches one: the run shows on the job's page, and
-    # the checks of the selected assets (freshness included) run with them
-    return job.execute_in_process(
-        instance=instance,
-        asset_selection=keys,
-        tags={**UI_TAGS, **(tags or {}), **partition_tags},
-        run_config=run_config,
-        raise_on_error=False,
+    # a subset of the all_assets job, as the UI launches one: the run shows on the job's page and
+    # the Timeline, and the checks of the selected assets (freshness included) run with them
+    return run_in_process(
+        instance, job, run_config, {**(tags or {}), **partition_tags}, set(keys) if keys else None
     )
 
 
@@ -112,21 +118,21 @@ def change_stage(
     version: str = "",
     reason: str = "",
     actor: str = "",
-) -> dg.ExecuteInProcessResult:
+) -> dg.JobExecutionResult:
     """Promote or roll back `model` through its NAME_stage_change job, the one the UI launches, over
     every landed day: production changes and every day's predictions are re-scored."""
     names = model_assets(settings.spec(model).name)
     config = {"action": action, "version": version, "reason": reason, "actor": actor}
     defs = build_definitions(settings)
-    return defs.resolve_job_def(names.stage_change_job).execute_in_process(
-        instance=instance,
-        run_config={**QUIET, "ops": {names.production_model: {"config": config}}},
-        tags={**UI_TAGS, **_range_tags(settings, None, None)},
-        raise_on_error=False,
+    return run_in_process(
+        instance,
+        defs.resolve_job_def(names.stage_change_job),
+        {**QUIET, "ops": {names.production_model: {"config": config}}},
+        _range_tags(settings, None, None),
     )
 
 
-def summarize(result: dg.ExecuteInProcessResult) -> RunSummary:
+def summarize(result: dg.JobExecutionResult) -> RunSummary:
     """What a run did, for the CLI: success, failed checks, materialized assets."""
     failed: list[str] = []
     done: list[str] = []

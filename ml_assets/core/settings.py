@@ -61,10 +61,12 @@ class FeatureSettings(Table):
 class DriftSettings(Table):
     # a feature drifts when PSI > psi AND its effect size passes too (normalised Wasserstein for
     # numbers, Jensen-Shannon for categories): p-values flag everything at 100k rows, these do not
+    # (these are floors: each row also clears the noise at its sample sizes, see monitoring/drift.py)
     psi: PositiveFloat = 0.02
     wasserstein: PositiveFloat = 0.1
     jensen_shannon: Fraction = 0.07
-    share_drifted: Fraction = 0.3  # the drift sensor fires when this share of features drifts (or the score)
+    # the drift sensor fires when this share of watched features drifts, or the score and one feature
+    share_drifted: Fraction = 0.3
     min_rows: PositiveInt = 1000
     cooldown_hours: NonNegativeFloat = 24  # at most one drift-triggered retrain per model in this time
     # Left out of the alarm (still measured and stored): features that move with the calendar in any

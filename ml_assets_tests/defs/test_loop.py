@@ -121,7 +121,7 @@ def test_patch_drift_triggers_a_retrain_that_serves(tmp_path, receiver):
 def test_without_a_shift_nothing_fires(tmp_path):
     home, instance = _lake(tmp_path, shifted=False)
     cursors = {"churn_drift_sensor": None, "churn_degradation_sensor": None}
-    for offset in range(8):
+    for offset in range(5):
         _feed_day(home, instance, SHIFT + timedelta(days=offset))
         for name in cursors:
             requests, cursors[name], _ = _tick(home, instance, name, cursors[name])

@@ -6,29 +6,19 @@ and asks its GraphQL API, over loopback only, what it loaded.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import polars as pl
 import pytest
 
-from ml_assets.app.runner import CODE_LOCATION, execute, write_workspace
+from ml_assets.app.runner import CODE_LOCATION, execute
 from ml_assets.core.events.landing import write_batch
-from ml_assets.core.settings import CONFIG_ENV, HOME_ENV, Settings, load_settings
+from ml_assets.core.settings import load_settings
 from ml_assets.definitions import build_definitions
+from ml_assets_tests.service import Server, graphql, running_webserver
 
 EXPECTED_ASSETS = {
     "raw_events",
@@ -42,7 +32,6 @@ EXPECTED_ASSETS = {
     ],
 }
 DAYS = [date(2025, 3, 1), date(2025, 3, 2), date(2025, 3, 3)]
-START_TIMEOUT_S = 90.0
 
 ASSET_NODES_QUERY = """
 query AssetNodes {
@@ -60,6 +49,15 @@ query AssetNodes {
 }
 """
 
+RUN_ORIGIN_QUERY = """
+query RunOrigin($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run { pipelineName repositoryOrigin { repositoryLocationName repositoryName } }
+  }
+}
+"""
+
 JOB_RUNS_QUERY = """
 query JobRuns($selector: PipelineSelector!) {
   pipelineOrError(params: $selector) {
@@ -68,35 +66,6 @@ query JobRuns($selector: PipelineSelector!) {
   }
 }
 """
-
-WORKSPACE_QUERY = """
-query Workspace {
-  workspaceOrError {
-    __typename
-    ... on Workspace {
-      locationEntries {
-        name
-        loadStatus
-        locationOrLoadError { __typename ... on PythonError { message } }
-      }
-    }
-    ... on PythonError { message }
-  }
-}
-"""
-
-
-@dataclass(frozen=True)
-class Server:
-    url: str
-    settings: Settings
-    log: Path
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _events() -> pl.DataFrame:
@@ -114,64 +83,6 @@ def _events() -> pl.DataFrame:
     )
 
 
-def _graphql(
-    url: str, query: str, timeout: float = 30.0, variables: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"{url}/graphql",
-        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        body = json.loads(response.read())
-    assert not body.get("errors"), body["errors"]
-    return body["data"]
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate the webserver and its code-server child (own process group), escalating to SIGKILL."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass
-    # the group may outlive its leader (the gRPC code server): make sure nothing is left behind
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    if proc.poll() is None:
-        proc.wait(timeout=10)
-
-
-def _wait_until_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    """Poll /server_info, then the workspace, until the code location has loaded (bounded)."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"dagster-webserver exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"dagster-webserver not ready after {START_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/server_info", timeout=2) as response:
-                if response.status == 200:
-                    workspace = _graphql(url, WORKSPACE_QUERY, timeout=5)["workspaceOrError"]
-                    entries = workspace.get("locationEntries", [])
-                    if entries and all(e["loadStatus"] == "LOADED" for e in entries):
-                        for entry in entries:
-                            loaded = entry["locationOrLoadError"]
-                            assert loaded["__typename"] == "RepositoryLocation", loaded
-                        return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.25)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("webserver")
@@ -179,33 +90,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # an explicit (absent) config file: the ambient $ML_ASSETS_CONFIG must not leak into this lake
     settings = load_settings(home, home / "ml_assets.toml")
     assert write_batch(settings.landing_dir, _events(), "batch-1", "test_webserver")
-    # started as `ml-assets ui` starts it: the lake's instance, the code location named "ml_assets"
-    workspace = write_workspace(settings)
-    dagster_home = settings.dagster_home
-    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-
-    env = {k: v for k, v in os.environ.items() if k != CONFIG_ENV}
-    env.update({HOME_ENV: str(home), "DAGSTER_HOME": str(dagster_home), "PYTHONUNBUFFERED": "1"})
-    executable = Path(sys.executable).with_name("dagster-webserver")
-    launcher = [str(executable)] if executable.exists() else [sys.executable, "-m", "dagster_webserver"]
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = root / "webserver.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*launcher, "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)],
-            cwd=root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group, so teardown reaches the code server too
-        )
-        try:
-            _wait_until_ready(proc, url, log)
-            yield Server(url=url, settings=settings, log=log)
-        finally:
-            _stop(proc)
+    # the lake's instance, the code location named "ml_assets", as `ml-assets ui` serves them
+    with running_webserver(settings, root) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +102,7 @@ def expected_defs(server: Server) -> dg.Definitions:
 
 @pytest.fixture(scope="module")
 def asset_nodes(server: Server) -> dict[str, dict[str, Any]]:
-    nodes = _graphql(server.url, ASSET_NODES_QUERY)["assetNodes"]
+    nodes = graphql(server.url, ASSET_NODES_QUERY)["assetNodes"]
     by_key = {dg.AssetKey(n["assetKey"]["path"]).to_user_string(): n for n in nodes}
     assert len(by_key) == len(nodes), "an asset key appears twice"
     return by_key
@@ -254,8 +141,9 @@ def test_partitioned_assets_span_the_landed_days(asset_nodes, expected_defs):
         assert dimension["partitionKeys"] == [d.isoformat() for d in DAYS], key
 
 
-def test_cli_runs_show_on_the_job_page(server):
-    """A run the CLI makes in process is listed on the all_assets job's page, like a UI launch."""
+def test_cli_runs_show_on_the_job_page_and_the_timeline(server):
+    """A run the CLI makes in process is listed on the all_assets job's page, like a UI launch, and
+    carries the repository origin the Timeline files runs under (it drops runs without one)."""
     instance = dg.DagsterInstance.from_config(str(server.settings.dagster_home))
     result = execute(server.settings, instance, ["raw_events"])
     assert result.success
@@ -264,6 +152,11 @@ def test_cli_runs_show_on_the_job_page(server):
         "repositoryName": "__repository__",
         "pipelineName": "all_assets",
     }
-    job = _graphql(server.url, JOB_RUNS_QUERY, variables={"selector": selector})["pipelineOrError"]
+    job = graphql(server.url, JOB_RUNS_QUERY, variables={"selector": selector})["pipelineOrError"]
     assert job["__typename"] == "Pipeline", job
     assert result.run_id in {r["runId"] for r in job["runs"]}
+    run = graphql(server.url, RUN_ORIGIN_QUERY, variables={"runId": result.run_id})["runOrError"]
+    assert run["__typename"] == "Run", run
+    assert run["repositoryOrigin"]["repositoryLocationName"] == CODE_LOCATION
+    assert run["repositoryOrigin"]["repositoryName"] == "__repository__"
+    assert run["pipelineName"] == "all_assets"

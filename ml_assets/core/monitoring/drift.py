@@ -25,9 +25,24 @@ Defaults (`DriftThresholds`), and why:
 - `null_share=0.1`: numeric nulls are a PSI bin; a null share moving 10 points is an effect on its
   own (Wasserstein only sees non-null values), so an all-null column drifts unless the reference
   was mostly null too.
-- `share_drifted=0.3`: the dataset alarm fires when 30% of features drift, or the score drifts.
+- `share_drifted=0.3`: the dataset alarm fires when 30% of the watched features drift, or when the
+  score drifts together with at least one watched feature (see `drift_summary`).
 - `min_rows=1000`: below it the statistics are computed but nothing is flagged; at 500 rows the
   same-distribution PSI of 10 bins already averages 0.018.
+
+The thresholds above are floors. Each row's effective thresholds (`psi_threshold`,
+`statistic_threshold`, stored with it) also clear the 99.9th percentile of the statistic's noise at
+that row's sample sizes, so a day with few rows needs a bigger move to count:
+- PSI: under no drift, PSI / (1/n_ref + 1/n_cur) is close to chi-square with (bins - 1) degrees of
+  freedom; its 0.999 quantile (Wilson-Hilferty) times (1/n_ref + 1/n_cur). 10 bins, 30k reference
+  rows: 0.029 at 1,000 current rows, 0.0044 at 8,000 (where the 0.02 floor rules).
+- Jensen-Shannon distance: sqrt(that chi-square quantile * (1/n_ref + 1/n_cur) / (8 ln 2)).
+- Normalised Wasserstein: 3 * sqrt(1/m + 1/n) for samples of m and n values, about the 99.5th
+  percentile on normal, lognormal, exponential and Poisson data (the 99.9th is 1.0-1.3x it; 1.4-2.6x
+  for lognormal(sigma=2)): 0.095 at 2,000 vs 2,000 values (the 0.1 floor rules), 0.12 at 2,000 vs
+  1,000. A feature needs PSI past its own 99.9th-percentile bound as well, so same-distribution
+  days flag a feature less than once in 1,000.
+Measured with `benchmarks/bench_drift_noise.py` (results/drift_noise.json).
 Detection floor with these defaults: a normal feature's mean moving ~0.15-0.2 std, a lognormal
 (sigma <= 1) feature's scale moving 20%, a Poisson rate moving ~25%, a category share 10 points.
 
@@ -69,7 +84,11 @@ DRIFT_SCHEMA: dict[str, Any] = {
     "reference_null_share": pl.Float64,
     "current_null_share": pl.Float64,
     "drifted": pl.Boolean,
+    "psi_threshold": pl.Float64,
+    "statistic_threshold": pl.Float64,
 }
+NOISE_Z = 3.09  # the standard normal's 0.999 quantile: one false flag per feature in ~1,000 days
+WASSERSTEIN_NOISE = 3.0  # normalised Wasserstein noise ~ this * sqrt(1/m + 1/n), see above
 
 
 @dataclass(frozen=True)
@@ -140,6 +159,35 @@ class DriftThresholds:
     null_share: float = 0.1
     share_drifted: float = 0.3
     min_rows: int = 1000
+
+
+def chi2_quantile(df: int, z: float = NOISE_Z) -> float:
+    """The chi-square quantile with `df` degrees of freedom at standard-normal quantile `z`
+    (Wilson-Hilferty: within 2% of the exact value from 2 degrees of freedom up)."""
+    if df < 1:
+        return 0.0
+    h = 2.0 / (9.0 * df)
+    return df * max(1.0 - h + z * math.sqrt(h), 0.0) ** 3
+
+
+def psi_noise(bins: int, n_ref: int, n_cur: int) -> float:
+    """The PSI that same-distribution samples of these sizes over `bins` occupied bins stay below
+    999 times in 1,000."""
+    if n_ref <= 0 or n_cur <= 0:
+        return math.inf
+    return chi2_quantile(bins - 1) * (1.0 / n_ref + 1.0 / n_cur)
+
+
+def js_noise(levels: int, n_ref: int, n_cur: int) -> float:
+    """The same for the Jensen-Shannon distance (base 2) over `levels` occupied levels."""
+    return math.sqrt(psi_noise(levels, n_ref, n_cur) / (8.0 * math.log(2.0)))
+
+
+def wasserstein_noise(m: int, n: int) -> float:
+    """The same for the normalised Wasserstein distance between samples of `m` and `n` values."""
+    if m <= 0 or n <= 0:
+        return math.inf
+    return WASSERSTEIN_NOISE * math.sqrt(1.0 / m + 1.0 / n)
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -284,6 +332,12 @@ def _nan_to_none(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
+def _reference_rows(ref: NumericProfile) -> int:
+    """Rows behind a numeric profile: its binned values plus its nulls."""
+    present = sum(ref.counts)
+    return round(present / (1.0 - ref.null_share)) if ref.null_share < 1.0 else 0
+
+
 def _numeric_row(
     name: str, kind: str, ref: NumericProfile, values: np.ndarray, sample: np.ndarray, t: DriftThresholds
 ) -> dict[str, Any]:
@@ -292,17 +346,19 @@ def _numeric_row(
     null_share = float(missing.mean()) if values.size else math.nan
     inner = np.asarray(ref.edges[1:-1])
     current = np.bincount(np.searchsorted(inner, present, side="right"), minlength=len(ref.counts))
-    psi = _psi(
-        _shares_with_nulls(np.asarray(ref.counts, dtype=np.float64), ref.null_share),
-        _shares_with_nulls(current.astype(np.float64), 0.0 if math.isnan(null_share) else null_share),
-    )
+    p = _shares_with_nulls(np.asarray(ref.counts, dtype=np.float64), ref.null_share)
+    q = _shares_with_nulls(current.astype(np.float64), 0.0 if math.isnan(null_share) else null_share)
+    psi = _psi(p, q)
+    psi_threshold = max(t.psi, psi_noise(int(np.count_nonzero(p + q)), _reference_rows(ref), values.size))
     cur_sample = np.sort(sample[~np.isnan(sample)])
     statistic = ks = math.nan
+    statistic_threshold = t.wasserstein
     if cur_sample.size and ref.sample:
         w, ks = _wasserstein_ks(np.asarray(ref.sample), cur_sample)
         scale = _scale(ref)
         statistic = w / scale if scale > 0 else (math.inf if w > 0 else 0.0)
-    effect = statistic > t.wasserstein or abs(null_share - ref.null_share) > t.null_share
+        statistic_threshold = max(t.wasserstein, wasserstein_noise(len(ref.sample), cur_sample.size))
+    effect = statistic > statistic_threshold or abs(null_share - ref.null_share) > t.null_share
     return {
         "feature": name,
         "kind": kind,
@@ -315,7 +371,9 @@ def _numeric_row(
         "current_mean": _nan_to_none(float(present.mean())) if present.size else None,
         "reference_null_share": ref.null_share,
         "current_null_share": _nan_to_none(null_share),
-        "drifted": bool(values.size >= t.min_rows and psi > t.psi and effect),
+        "drifted": bool(values.size >= t.min_rows and psi > psi_threshold and effect),
+        "psi_threshold": _nan_to_none(psi_threshold),
+        "statistic_threshold": statistic_threshold,
     }
 
 
@@ -331,7 +389,7 @@ def _js_distance(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def _categorical_row(
-    name: str, ref: CategoricalProfile, column: pl.Series, t: DriftThresholds
+    name: str, ref: CategoricalProfile, column: pl.Series, reference_rows: int, t: DriftThresholds
 ) -> dict[str, Any]:
     values = column.cast(pl.String)
     rows, nulls = values.len(), values.null_count()
@@ -340,9 +398,13 @@ def _categorical_row(
     levels = sorted(set(ref.frequencies) | set(current))  # unseen levels count
     p = np.append([ref.frequencies.get(v, 0.0) * (1.0 - ref.null_share) for v in levels], ref.null_share)
     psi = statistic = null_share = math.nan
+    psi_threshold, statistic_threshold = t.psi, t.jensen_shannon
     if rows:
         q = np.append([current.get(v, 0) for v in levels], nulls) / rows
         psi, statistic, null_share = _psi(p, q), _js_distance(p, q), nulls / rows
+        occupied = int(np.count_nonzero(p + q))
+        psi_threshold = max(t.psi, psi_noise(occupied, reference_rows, rows))
+        statistic_threshold = max(t.jensen_shannon, js_noise(occupied, reference_rows, rows))
     return {
         "feature": name,
         "kind": "categorical",
@@ -355,7 +417,9 @@ def _categorical_row(
         "current_mean": None,
         "reference_null_share": ref.null_share,
         "current_null_share": _nan_to_none(null_share),
-        "drifted": bool(rows >= t.min_rows and psi > t.psi and statistic > t.jensen_shannon),
+        "drifted": bool(rows >= t.min_rows and psi > psi_threshold and statistic > statistic_threshold),
+        "psi_threshold": _nan_to_none(psi_threshold),
+        "statistic_threshold": statistic_threshold,
     }
 
 
@@ -384,7 +448,10 @@ def feature_drift(
         _numeric_row(n, "numeric", profile.numeric[n], matrix[:, j], matrix[pick, j], thresholds)
         for j, n in enumerate(names)
     ]
-    records += [_categorical_row(c, ref, current[c], thresholds) for c, ref in profile.categorical.items()]
+    records += [
+        _categorical_row(c, ref, current[c], profile.rows, thresholds)
+        for c, ref in profile.categorical.items()
+    ]
     if scores is not None and profile.scores is not None:
         values = np.asarray(scores, dtype=np.float64).ravel()
         spick = _sample_rows(values.size, np.random.default_rng([seed, 1]))
@@ -393,7 +460,14 @@ def feature_drift(
 
 
 def drift_summary(drift: pl.DataFrame, thresholds: DriftThresholds = DriftThresholds()) -> dict[str, Any]:
-    """Counts of drifted features (score excluded), the score's PSI, the alarm, and top features by PSI."""
+    """Counts of drifted features (score excluded), the score's PSI, the alarm, and top features by PSI.
+
+    The alarm fires when more than `share_drifted` of the features drift, or when the score drifts
+    and at least one feature drifts with it. A score that moves while every watched feature stays
+    put is the model following inputs the alarm leaves out on purpose (`[drift] ignore`: age,
+    lifetime totals, days since...), which is what a model trained on them should do as a game's
+    players age; it is reported (`score_drifted`), not alarmed on.
+    """
     features = drift.filter(pl.col("kind") != "score")
     score = drift.filter(pl.col("kind") == "score")
     n, k = features.height, int(features["drifted"].sum())
@@ -405,31 +479,43 @@ def drift_summary(drift: pl.DataFrame, thresholds: DriftThresholds = DriftThresh
         "share_drifted": share,
         "score_psi": score["psi"][0] if score.height else None,
         "score_drifted": score_drifted,
-        "alarm": share > thresholds.share_drifted or score_drifted,
+        "alarm": share > thresholds.share_drifted or (score_drifted and k > 0),
         "top": features.sort("psi", descending=True, nulls_last=True).head(5)["feature"].to_list(),
         "drifted_features": features.filter(pl.col("drifted"))["feature"].to_list(),
     }
 
 
+def _effect(row: dict[str, Any]) -> str:
+    """One drifted row's figures against the thresholds in force for it."""
+    name = "normalised Wasserstein" if row["statistic_name"] == "wasserstein_normed" else "Jensen-Shannon"
+    return (
+        f"PSI {row['psi']:.4f} > {row['psi_threshold']:.4f} and {name} {row['statistic']:.3f} > "
+        f"{row['statistic_threshold']:.3f} over {row['rows']} rows"
+    )
+
+
 def alarm_reason(drift: pl.DataFrame, thresholds: DriftThresholds = DriftThresholds()) -> str:
     """What raised the alarm on `drift` (one day's rows), naming each statistic with its value and
-    threshold: the share of drifted features, and/or the score's PSI and effect size."""
+    threshold: the share of drifted features, and/or the score's PSI and effect size with the
+    features that moved with it."""
     summary = drift_summary(drift, thresholds)
+    if not summary["alarm"]:
+        return "no alarm"
     parts = []
+    names = ", ".join(summary["drifted_features"][:5])
     if summary["share_drifted"] > thresholds.share_drifted:
-        names = ", ".join(summary["drifted_features"][:5])
         parts.append(
             f"{summary['drifted']}/{summary['features']} features drifted: share "
             f"{summary['share_drifted']:.2f} > {thresholds.share_drifted:.2f} ({names})"
         )
-    score = drift.filter(pl.col("kind") == "score")
-    if summary["score_drifted"] and score.height:
-        row = score.row(0, named=True)
-        parts.append(
-            f"score drifted: PSI {row['psi']:.4f} > {thresholds.psi:g} and normalised Wasserstein "
-            f"{row['statistic']:.3f} > {thresholds.wasserstein:g} over {row['rows']} rows"
-        )
-    return "; ".join(parts) or "no alarm"
+    if summary["score_drifted"]:
+        score = drift.filter(pl.col("kind") == "score").row(0, named=True)
+        parts.append(f"score drifted: {_effect(score)}")
+        if len(parts) == 1:
+            first = drift.filter(pl.col("feature") == summary["drifted_features"][0]).row(0, named=True)
+            moved = f"with {summary['drifted']} feature(s) ({names})"
+            parts.append(f"{moved}; {first['feature']}: {_effect(first)}")
+    return "; ".join(parts)
 
 
 def alarm_rows(drift: pl.DataFrame, ignore: Sequence[str]) -> pl.DataFrame:

@@ -109,23 +109,94 @@ def test_summary_alarm_on_share_of_features():
     assert drift_summary(drift, DriftThresholds(share_drifted=0.5))["alarm"] is False
 
 
-def test_the_alarm_reason_names_the_statistic_that_fired_with_value_and_threshold():
-    features = pl.DataFrame(
+def _rows(names, drifted, psi, statistic, kind="numeric", rows=5000):
+    return pl.DataFrame(
         {
-            "feature": list("abcd"),
-            "kind": ["numeric"] * 4,
-            "psi": [0.5, 0.4, 0.3, 0.01],
-            "statistic": [0.0] * 4,
+            "feature": names,
+            "kind": [kind] * len(names),
+            "psi": psi,
+            "statistic": statistic,
+            "statistic_name": ["wasserstein_normed"] * len(names),
+            "psi_threshold": [0.02] * len(names),
+            "statistic_threshold": [0.1] * len(names),
+            "drifted": drifted,
         }
-    ).with_columns(drifted=pl.Series([True, True, False, False]), rows=pl.lit(5000, pl.Int64))
+    ).with_columns(rows=pl.lit(rows, pl.Int64))
+
+
+def test_the_alarm_reason_names_the_statistic_that_fired_with_value_and_threshold():
+    features = _rows(list("abcd"), [True, True, False, False], [0.5, 0.4, 0.3, 0.01], [0.3, 0.2, 0.0, 0.0])
     assert alarm_reason(features) == "2/4 features drifted: share 0.50 > 0.30 (a, b)"
-    quiet_features = features.with_columns(drifted=pl.lit(False))
-    score = pl.DataFrame(
-        {"feature": ["__score__"], "kind": ["score"], "psi": [0.0279], "statistic": [0.137], "rows": [8632]}
-    ).with_columns(drifted=pl.lit(True))
-    reason = alarm_reason(pl.concat([quiet_features, score], how="diagonal"))
-    assert reason == "score drifted: PSI 0.0279 > 0.02 and normalised Wasserstein 0.137 > 0.1 over 8632 rows"
-    assert "features drifted" not in reason  # the reason says what fired, not the feature count
+    score = _rows([SCORE], [True], [0.0279], [0.137], kind="score", rows=8632)
+    one_feature = features.with_columns(drifted=pl.col("feature") == "a")
+    reason = alarm_reason(pl.concat([one_feature, score]))
+    assert reason == (
+        "score drifted: PSI 0.0279 > 0.0200 and normalised Wasserstein 0.137 > 0.100 over 8632 rows; "
+        "with 1 feature(s) (a); a: PSI 0.5000 > 0.0200 and normalised Wasserstein 0.300 > 0.100 "
+        "over 5000 rows"
+    )
+
+
+def test_a_score_that_moves_with_no_watched_feature_is_not_an_alarm():
+    """The demo's case: the players age, the ignored calendar features move, the score follows them
+    (PSI 0.028 over 8,632 rows) and every watched feature stays put."""
+    quiet = _rows(list("abcd"), [False] * 4, [0.004, 0.003, 0.002, 0.001], [0.05, 0.04, 0.03, 0.02])
+    score = _rows([SCORE], [True], [0.0279], [0.137], kind="score", rows=8632)
+    summary = drift_summary(pl.concat([quiet, score]))
+    assert summary["score_drifted"] is True and summary["alarm"] is False
+    assert alarm_reason(pl.concat([quiet, score])) == "no alarm"
+
+
+def test_thresholds_rise_as_samples_shrink():
+    """A 0.15 std shift flags at 20,000 rows; at 1,200 rows the same shift is within the noise
+    bound there and does not, though it passes the fixed floors."""
+    rng = np.random.default_rng(3)
+    profile = build_profile(pl.DataFrame({"x": rng.normal(size=30_000)}), ["x"], [])
+    big = feature_drift(profile, pl.DataFrame({"x": rng.normal(0.15, 1.0, 20_000)})).row(0, named=True)
+    assert big["drifted"] is True
+    assert big["psi_threshold"] == 0.02 and big["statistic_threshold"] == 0.1  # the floors rule
+    small = feature_drift(profile, pl.DataFrame({"x": rng.normal(0.15, 1.0, 1_200)})).row(0, named=True)
+    assert small["psi_threshold"] > 0.023 and small["statistic_threshold"] > 0.105
+    assert small["psi"] > 0.02  # would have flagged against the floor alone
+    assert small["drifted"] is False
+    assert small["psi_threshold"] > big["psi_threshold"]
+
+
+def test_no_false_alarm_at_min_rows_on_same_distribution_days():
+    """100 days of 1,000 to 1,500 rows drawn from the reference distribution: no day alarms and
+    at most a handful of (feature, day) flags out of 6,000."""
+    profile, _ = _small_reference()
+    rng = np.random.default_rng(99)
+    flags, alarms = 0, 0
+    for day in range(100):
+        frame = game_frame(int(rng.integers(1000, 1500)), seed=1000 + day)
+        drift = feature_drift(profile, frame, seed=day)
+        flags += int(drift["drifted"].sum())
+        alarms += drift_summary(drift)["alarm"]
+    assert alarms == 0
+    assert flags <= 6  # 1 in 1,000 per feature and day, by construction of the noise bounds
+
+
+def test_the_reference_period_itself_never_alarms(reference):
+    profile, features = reference
+    frame = game_frame(N, seed=1)  # the very rows the profile was built from
+    scores = np.random.default_rng(11).beta(2, 5, N)
+    for seed in range(3):  # each day of the reference period, sampled
+        day = frame.sample(5_000, seed=seed)
+        pick = np.random.default_rng(seed).choice(N, 5_000, replace=False)
+        drift = feature_drift(profile, day, scores=scores[pick], seed=seed)
+        assert drift["drifted"].sum() == 0 and drift_summary(drift)["alarm"] is False
+
+
+_SMALL: tuple[Profile, list[str]] | None = None
+
+
+def _small_reference() -> tuple[Profile, list[str]]:
+    global _SMALL
+    if _SMALL is None:
+        frame = game_frame(30_000, seed=21)
+        _SMALL = build_profile(frame, frame.columns, ["platform"]), frame.columns
+    return _SMALL
 
 
 def test_profile_json_round_trip(reference):
@@ -145,13 +216,15 @@ def test_exact_wasserstein_ks_and_js_values():
     x, c = drift.row(0, named=True), drift.row(1, named=True)
     assert x["statistic"] == pytest.approx(1 / math.sqrt(1.25))  # W1 = 1, reference std sqrt(1.25)
     assert x["ks_statistic"] == pytest.approx(0.25)
-    assert x["drifted"] is True
+    # four rows a side: the noise bounds at that size are above even these moves, so nothing flags
+    assert x["drifted"] is False and x["statistic_threshold"] > x["statistic"]
     # p = (a .5, b .5), q = (a 1): JS divergence 0.3113 bits; PSI .5 ln 2 + (.5 - 1e-4) ln(.5 / 1e-4)
     assert c["statistic"] == pytest.approx(
         math.sqrt(0.5 * (0.5 * math.log2(2 / 3) + 0.5) + 0.5 * math.log2(4 / 3))
     )
     assert c["psi"] == pytest.approx(0.5 * math.log(2) + (0.5 - 1e-4) * math.log(0.5 / 1e-4))
-    assert c["drifted"] is True and c["ks_statistic"] is None
+    assert c["ks_statistic"] is None
+    assert c["drifted"] is False and c["statistic_threshold"] > c["statistic"]
 
 
 def test_discrete_features_get_one_bin_per_value():
