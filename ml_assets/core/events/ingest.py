@@ -266,6 +266,9 @@ def _to_canonical(
             exprs[canonical] = pl.lit(mapping.constants[canonical])
         else:
             exprs[canonical] = pl.lit(None, dtype=pl.String)
+    if mapping.event_types:
+        renames = mapping.event_types
+        exprs["event_type"] = exprs["event_type"].replace(list(renames), list(renames.values()))
     if "event_id" not in mapping.columns:
         # The file and line, not the row's content: identical lines are distinct events (a
         # repeat purchase), and the same file ingested again yields the same ids.

@@ -9,6 +9,8 @@ A mapping is a small TOML file (the format the README documents, a promise to us
     [constants]  canonical column = one value for every row
     [time]       canonical time column = unix_s | unix_ms | iso8601 | a strftime pattern
                  (default iso8601)
+    [event_types] source event type = the event type to land instead (e.g. "Purchase" =
+                 "purchase"), to merge spellings of one type or give a type a plain name
 
 Every mistake is a `MappingError` naming the section and key at fault, raised before any data is read.
 """
@@ -30,7 +32,7 @@ NAMED_TIME_FORMATS = ("unix_s", "unix_ms", "iso8601")
 DEFAULT_TIME_FORMAT = "iso8601"
 
 _SOURCE_KEYS = ("format", "separator", "has_header")
-_SECTIONS = ("source", "columns", "constants", "time")
+_SECTIONS = ("source", "columns", "constants", "time", "event_types")
 # Columns whose values must differ row by row, so a constant makes no sense for them.
 _NEVER_CONSTANT = ("event_id", "player_id", "event_time")
 
@@ -49,21 +51,25 @@ class EventMapping:
     columns: dict[str, str] = field(default_factory=dict)
     constants: dict[str, str | float] = field(default_factory=dict)
     time_formats: dict[str, str] = field(default_factory=dict)
+    event_types: dict[str, str] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
-        """Stable canonical text of the mapping (key order and TOML spelling do not matter)."""
-        return json.dumps(
-            {
-                "format": self.format,
-                "separator": self.separator,
-                "has_header": self.has_header,
-                "columns": self.columns,
-                "constants": self.constants,
-                "time": self.time_formats,
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        """Stable canonical text of the mapping (key order and TOML spelling do not matter).
+
+        Renames enter only when there are some, so a mapping without [event_types] keeps the
+        fingerprint, and its files the batch ids, they had before the section existed.
+        """
+        content: dict[str, object] = {
+            "format": self.format,
+            "separator": self.separator,
+            "has_header": self.has_header,
+            "columns": self.columns,
+            "constants": self.constants,
+            "time": self.time_formats,
+        }
+        if self.event_types:
+            content["event_types"] = self.event_types
+        return json.dumps(content, sort_keys=True, separators=(",", ":"))
 
     def time_format(self, column: str) -> str:
         """How canonical time column `column` is written in the source."""
@@ -154,6 +160,14 @@ def parse_mapping(text: str, origin: str = "<mapping>") -> EventMapping:
             )
         time_formats[canonical] = time_format
 
+    event_types: dict[str, str] = {}
+    for source_type, landed_type in raw.get("event_types", {}).items():
+        if "event_type" not in columns:
+            raise fail("[event_types] renames source event types: map event_type in [columns] first")
+        if not isinstance(landed_type, str) or not landed_type.strip():
+            raise fail(f"[event_types] {source_type!r} = {landed_type!r} must be a non-empty event type")
+        event_types[source_type] = landed_type.strip()
+
     for required in ("player_id", "event_time"):
         if required not in columns:
             raise fail(f"[columns] {required} is required (the source column holding it)")
@@ -167,6 +181,7 @@ def parse_mapping(text: str, origin: str = "<mapping>") -> EventMapping:
         columns=columns,
         constants=constants,
         time_formats=time_formats,
+        event_types=event_types,
     )
 
 

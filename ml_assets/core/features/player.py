@@ -10,6 +10,7 @@ no joins, no sorts and no per-group window functions over the big table.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,7 +28,28 @@ KEY = ["player_id", "snapshot_date"]
 # Running totals are column scans (cum_sum, shift, forward_fill) that the in-memory engine runs
 # about 30% faster than the streaming engine, Polars' default
 _SCANS: Literal["in-memory"] = "in-memory"
+_PLAIN_TYPE = re.compile(r"[a-z0-9]+(?:_[a-z0-9]+)*")
+MAX_STEM = 40  # characters of a sanitised type name kept in its column name
 _WHOLE_PIECE_ROWS = 2_000_000  # `player_features` computes pieces of this many grid rows, then concatenates
+
+
+def event_column(event_type: str) -> str:
+    """The feature-column stem of an event type, the same whatever other types exist.
+
+    A lower_snake_case type of up to MAX_STEM characters keeps its name (`level_complete` ->
+    `ev_level_complete`). Any other gets its sanitised, shortened name plus 6 hex digits of its
+    hash, so `Purchase` and `purchase`, `level-up` and `level_up`, or two non-ASCII names never
+    share a column.
+    """
+    if len(event_type) <= MAX_STEM and _PLAIN_TYPE.fullmatch(event_type):
+        return "ev_" + event_type
+    stem = re.sub(r"[^0-9a-z]+", "_", event_type.lower()).strip("_")[:MAX_STEM]
+    digest = hashlib.sha256(event_type.encode()).hexdigest()[:6]
+    return f"ev_{stem}_{digest}" if stem else f"ev_x{digest}"
+
+
+class EventTypeCollision(ValueError):
+    """Two event types whose feature columns would be the same."""
 
 
 @dataclass(frozen=True)
@@ -37,9 +59,19 @@ class EventVocabulary:
     types: tuple[str, ...]
     valued: frozenset[str]
 
+    def __post_init__(self) -> None:
+        seen: dict[str, str] = {}
+        for t in self.types:
+            other = seen.setdefault(event_column(t), t)
+            if other != t:
+                raise EventTypeCollision(
+                    f"event types {other!r} and {t!r} would both be feature column {event_column(t)!r}; "
+                    "rename one in the mapping's [event_types] section"
+                )
+
     def column(self, event_type: str) -> str:
-        """A column-name-safe stem for an event type (lower case, non-alphanumerics to `_`)."""
-        return "ev_" + re.sub(r"[^0-9a-z]+", "_", event_type.lower()).strip("_")
+        """The feature-column stem of `event_type` (see `event_column`)."""
+        return event_column(event_type)
 
 
 def event_vocabulary(events: pl.LazyFrame, max_types: int) -> EventVocabulary:

@@ -14,7 +14,7 @@ from datetime import date, timedelta
 import numpy as np
 import polars as pl
 
-from ml_assets.core.features.player import EventVocabulary
+from ml_assets.core.features.player import event_column
 from ml_assets.core.models.spec import ModelSpec
 
 LABEL = "label"  # bool: True = the positive event (churned / bought)
@@ -38,7 +38,7 @@ def sample_snapshot_days(days: list[date], every: int) -> list[date]:
 
 def purchase_count_column(purchase_event: str) -> str:
     """The feature column counting a player's lifetime `purchase_event` events."""
-    return EventVocabulary(types=(), valued=frozenset()).column(purchase_event) + "_count_total"
+    return event_column(purchase_event) + "_count_total"
 
 
 def _event_span(events: pl.LazyFrame) -> tuple[date, date]:

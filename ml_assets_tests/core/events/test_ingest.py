@@ -9,7 +9,7 @@ import pytest
 
 from ml_assets.core.events.ingest import IngestError, ingest, read_events
 from ml_assets.core.events.landing import LANDING_SCHEMA, list_batches, read_window, scan_landing
-from ml_assets.core.events.mapping import parse_mapping
+from ml_assets.core.events.mapping import MappingError, parse_mapping
 
 REPO = Path(__file__).resolve().parents[3]
 CDNOW = REPO / "examples" / "cdnow"
@@ -338,3 +338,26 @@ def test_iso8601_layouts_mixed_in_one_file(tmp_path):
         None,
     ]
     assert events["event_time_raw"].to_list() == raws
+
+
+def test_the_mapping_renames_event_types_and_only_then_changes_batch_ids(tmp_path):
+    text = "user,ts,amount,kind\n1,1700000000,1,Purchase\n2,1700000000,2,purchase\n3,1700000000,,level-up\n"
+    path = write(tmp_path, "e.csv", text)
+    plain = parse_mapping(
+        '[source]\nformat = "csv"\n[columns]\nplayer_id = "user"\nevent_time = "ts"\nvalue = "amount"\n'
+        'event_type = "kind"\n[time]\nevent_time = "unix_s"\n'
+    )
+    renamed = parse_mapping(
+        '[source]\nformat = "csv"\n[columns]\nplayer_id = "user"\nevent_time = "ts"\nvalue = "amount"\n'
+        'event_type = "kind"\n[time]\nevent_time = "unix_s"\n'
+        '[event_types]\n"Purchase" = "purchase"\n"level-up" = "level_up"\n'
+    )
+    assert read_events(path, plain)["event_type"].to_list() == ["Purchase", "purchase", "level-up"]
+    assert read_events(path, renamed)["event_type"].to_list() == ["purchase", "purchase", "level_up"]
+    # a mapping without renames keeps the fingerprint (and so the batch ids) it always had
+    assert "event_types" not in plain.fingerprint() and "event_types" in renamed.fingerprint()
+    base = '[source]\nformat = "csv"\n[columns]\nplayer_id = "u"\nevent_time = "t"\n'
+    with pytest.raises(MappingError, match=r"\[event_types\] 'x' = '' must be a non-empty event type"):
+        parse_mapping(base + 'event_type = "k"\n[event_types]\nx = ""\n')
+    with pytest.raises(MappingError, match=r"map event_type in \[columns\] first"):
+        parse_mapping(base + '[constants]\nevent_type = "a"\n[event_types]\nx = "y"\n')

@@ -3,7 +3,7 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 import pytest
 
-from ml_assets.core.features.player import player_features
+from ml_assets.core.features.player import EventTypeCollision, EventVocabulary, event_column, player_features
 
 
 def _events(rows: list[tuple[str, date, str, float | None]]) -> pl.LazyFrame:
@@ -198,3 +198,23 @@ def test_a_failure_in_the_snapshot_index_thread_reaches_the_caller(monkeypatch):
     events = _events([("a", day(0), "purchase", 1.0), ("b", day(1), "purchase", 2.0)])
     with pytest.raises(RuntimeError, match="index failed"):
         list(features.player_feature_chunks(events, day(0), day(3), chunk_rows=2))
+
+
+def test_event_types_that_sanitise_alike_get_distinct_stable_columns():
+    """`Purchase`/`purchase`, `level-up`/`level_up` and two non-ASCII names each keep their counts."""
+    types = ["Purchase", "purchase", "level-up", "level_up", "клик", "点击"]
+    rows = [("p1", day(0), t, None) for i, t in enumerate(types) for _ in range(i + 1)]
+    out = player_features(_events(rows), day(0), day(0), windows=[1]).collect()
+    counts = {t: out[f"{event_column(t)}_count_1d"][0] for t in types}
+    assert counts == {t: i + 1 for i, t in enumerate(types)}
+    assert event_column("purchase") == "ev_purchase" and event_column("level_up") == "ev_level_up"
+    assert event_column("Purchase").startswith("ev_purchase_") and event_column("клик").startswith("ev_x")
+    # the name depends on the type alone, not on which other types exist
+    assert EventVocabulary(("Purchase",), frozenset()).column("Purchase") == event_column("Purchase")
+    assert len(event_column("x" * 1_000_000)) < 60
+
+
+def test_a_column_collision_names_both_event_types(monkeypatch):
+    monkeypatch.setattr("ml_assets.core.features.player.event_column", lambda t: "ev_same")
+    with pytest.raises(EventTypeCollision, match=r"'a' and 'b' would both be feature column 'ev_same'"):
+        EventVocabulary(("a", "b"), frozenset())
