@@ -4,7 +4,7 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 import pytest
 
-from ml_assets.core.features.player import KEY, EventVocabulary, player_features
+from ml_assets.core.features.player import KEY, EventVocabulary, event_column, player_features
 from ml_assets.core.models.labels import (
     LABEL,
     SPLIT,
@@ -171,6 +171,7 @@ def _assert_features_identical_labels_differ(quiet: pl.DataFrame, noisy: pl.Data
     assert not q[LABEL].equals(n[LABEL])
 
 
+PAID = event_column("In-App Purchase") + "_count_total"
 VOCAB = EventVocabulary(types=("play", "purchase"), valued=frozenset())
 
 
@@ -222,7 +223,7 @@ def test_scoring_rows_per_kind():
             "player_id": ["a", "b", "c", "d"],
             "snapshot_date": [d(9)] * 4,
             "tenure_days": [2, 6, 6, 0],
-            "ev_in_app_purchase_count_total": [0, 3, None, 1],
+            PAID: [0, 3, None, 1],
         }
     )
 
@@ -231,8 +232,10 @@ def test_scoring_rows_per_kind():
 
     assert players(_spec("rolling")) == ["a", "b", "c", "d"]
     fp = _spec("first_purchase", purchase_event="In-App Purchase")
-    assert purchase_count_column("In-App Purchase") == "ev_in_app_purchase_count_total"
+    # a type that is not lower_snake_case gets a hash suffix (see event_column)
+    assert PAID.startswith("ev_in_app_purchase_") and PAID.endswith("_count_total")
+    assert purchase_count_column("In-App Purchase") == PAID
     assert players(fp) == ["a", "c"]
-    assert players(fp, features.drop("ev_in_app_purchase_count_total")) == ["a", "b", "c", "d"]
+    assert players(fp, features.drop(PAID)) == ["a", "b", "c", "d"]
     assert players(_spec("new_player", observation_days=7)) == ["b", "c"]
     assert players(_spec("new_player", observation_days=1)) == ["d"]
