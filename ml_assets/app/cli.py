@@ -5,6 +5,7 @@ import json
 import os
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -13,6 +14,10 @@ from typing import Any
 
 from ml_assets.core.settings import CONFIG_ENV, HOME_ENV, Settings, load_settings
 from ml_assets.lake.tables import EXPERIMENTS, table_uri
+
+# What a user can cause and fix: bad options, settings, mappings, files, lake paths, unknown names.
+# Any other exception is an internal error: also one line, with exit code 1 instead of 2.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, LookupError)
 
 DEMO_PLAYERS, DEMO_DAYS, DEMO_SEED = 5_000, 60, 7
 
@@ -94,16 +99,30 @@ def _run(settings: Settings, select: Sequence[str] | None, first: str | None, la
     if summary.failed_checks:
         _say(f"failed checks: {', '.join(summary.failed_checks)}")
     if not summary.success:
-        _say(f"run {summary.run_id} FAILED after {elapsed:.1f}s; see `ml-assets ui` for the step logs")
+        for error in summary.errors:
+            _say(f"failed: {error}")
+        _say(f"run {summary.run_id} FAILED after {elapsed:.1f}s; `ml-assets ui` has the step logs")
         return 1
     print(f"run {summary.run_id} succeeded in {elapsed:.1f}s: {', '.join(summary.materialized)}")
     return 0
 
 
+def _day(value: str | None, flag: str) -> str | None:
+    """A YYYY-MM-DD option's value, checked."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise ValueError(f"{flag} {value!r} is not a day (YYYY-MM-DD)") from None
+
+
 def cmd_materialize(args: argparse.Namespace) -> int:
     settings = _settings(args)
     select = [s for part in args.select or [] for s in part.split(",") if s]
-    return _run(settings, select or None, args.first_day, args.last_day)
+    return _run(
+        settings, select or None, _day(args.first_day, "--first-day"), _day(args.last_day, "--last-day")
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -119,7 +138,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     args.until = yesterday.isoformat() if saved else None
     if saved:
         args.players = args.days = args.seed = None
-    args.verbose = False
     _say(f"simulating {'to' if saved else 'the days to'} {yesterday} into {settings.home}")
     cmd_simulate(args)
     code = _run(settings, None, None, None)
@@ -184,7 +202,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         )
     )
     if not summary.success:
-        _say(f"run {summary.run_id} FAILED; see `ml-assets ui` for the step logs")
+        for error in summary.errors:
+            _say(f"failed: {error}")
+        _say(f"run {summary.run_id} FAILED; `ml-assets ui` has the step logs")
         return 1
     version = registry(settings).current(spec.name)
     print(f"{spec.name}: production is now {version}; predictions re-scored (run {summary.run_id})")
@@ -227,6 +247,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def _global_options(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument("--home", default=default, help=f"lake home (default ${HOME_ENV} or ./.ml_assets)")
     p.add_argument("--config", default=default, help="settings file (default <home>/ml_assets.toml)")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        default=False if default is None else default,
+        help="more output: tracebacks of errors, progress of every simulated day",
+    )
 
 
 def _subparser(common: argparse.ArgumentParser) -> type[argparse.ArgumentParser]:
@@ -260,7 +286,6 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--until", help="last day to land; extends an existing simulation when given alone")
     s.add_argument("--shift-day", help="day behaviour shifts, YYYY-MM-DD (default: no shift)")
     s.add_argument("--shift", help="the scenario from --shift-day on (default patch)")
-    s.add_argument("--verbose", action="store_true")
     s.set_defaults(func=cmd_simulate)
 
     i = sub.add_parser("ingest", help="land a CSV, Parquet or JSON-lines event file through a column mapping")
@@ -312,9 +337,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError) as exc:
-        _say(f"ml-assets {args.command}: error: {exc}")
-        return 2
+    except KeyboardInterrupt:
+        _say(f"ml-assets {args.command}: interrupted")
+        return 130
+    except Exception as exc:
+        if args.verbose:
+            traceback.print_exc()
+        user_error = isinstance(exc, USER_ERRORS)
+        hint = "" if args.verbose else " (--verbose shows the traceback)"
+        kind = "error" if user_error else f"internal error {type(exc).__name__}"
+        _say(f"ml-assets {args.command}: {kind}: {_one_line(exc)}{'' if user_error else hint}")
+        return 2 if user_error else 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an error's message, shortened: some libraries' messages run to pages."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
@@ -10,13 +10,16 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from ml_assets.app.in_process import CODE_LOCATION, run_in_process
 from ml_assets.core.events.landing import read_window
+from ml_assets.core.models.registry import Registry
 from ml_assets.core.settings import Settings
 from ml_assets.definitions import build_definitions
 from ml_assets.defs.automation import ALL_ASSETS_JOB
 from ml_assets.defs.partitions import daily_partitions, partition_days
-from ml_assets.lake.tables import model_assets
+from ml_assets.lake.tables import MODEL_REGISTRY, model_assets, table_uri
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}, "progress": {}}}
+# Step progress only: a failed step's error is summarised in one line per step (`RunSummary.errors`);
+# its whole log stays in the UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}, "progress": {}}}
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class RunSummary:
     success: bool
     failed_checks: list[str]
     materialized: list[str]
+    errors: list[str] = field(default_factory=list)  # per failed step: its root cause, one line
 
 
 # SQLite storage in the home's dagster folder (Dagster's default); no telemetry from a laptop lake
@@ -58,6 +62,19 @@ def instance_for(settings: Settings) -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
+def _check_lake_root(uri: str) -> None:
+    """A local lake root exists or can be made, checked before a run (object stores: by the run)."""
+    if "://" in uri and not uri.startswith("file://"):
+        return
+    root = Path(uri.removeprefix("file://"))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"[lake] uri {uri!r}: cannot create the lake folder: {exc.strerror}") from exc
+    if not os.access(root, os.W_OK):
+        raise PermissionError(f"[lake] uri {uri!r}: the lake folder is not writable")
+
+
 def _range_tags(settings: Settings, first_day: str | None, last_day: str | None) -> dict[str, str]:
     """Tags of a run over [first_day, last_day], by default every partition that exists now (a live
     lake's newest is yesterday, even when events of today have landed)."""
@@ -85,6 +102,7 @@ def execute(
     range in one step (single-run backfill policy), so hundreds of days cost one step, not hundreds.
     Selecting one output of a multi-asset (e.g. clean_events) selects its siblings too.
     """
+    _check_lake_root(settings.lake_uri)
     window = read_window(settings.landing_dir)
     if window is None:
         raise ValueError(
@@ -122,6 +140,12 @@ def change_stage(
     """Promote or roll back `model` through its NAME_stage_change job, the one the UI launches, over
     every landed day: production changes and every day's predictions are re-scored."""
     names = model_assets(settings.spec(model).name)
+    if action == "promote":
+        # checked here, before a run: a run's failure would bury this line in step logs
+        registry = Registry(table_uri(settings.lake_uri, MODEL_REGISTRY))
+        if registry.stage_of(model, version) is None:
+            known = registry.versions(model)["version"].to_list()
+            raise LookupError(f"{model} version {version!r} is not registered; registered: {known}")
     config = {"action": action, "version": version, "reason": reason, "actor": actor}
     defs = build_definitions(settings)
     return run_in_process(
@@ -145,7 +169,19 @@ def summarize(result: dg.JobExecutionResult) -> RunSummary:
             key = event.asset_key.to_user_string() if event.asset_key else ""
             if key not in done:
                 done.append(key)
-    return RunSummary(run_id=result.run_id, success=result.success, failed_checks=failed, materialized=done)
+    errors = [f"{e.step_key}: {_root_cause(e)}" for e in result.get_step_failure_events()]
+    return RunSummary(result.run_id, result.success, failed, done, errors)
+
+
+def _root_cause(event: dg.DagsterEvent) -> str:
+    """The innermost error of a step failure: the one a user can act on, not Dagster's wrapper."""
+    error = event.step_failure_data.error
+    if error is None:
+        return "failed"
+    while error.cause is not None:
+        error = error.cause
+    first = next((line.strip() for line in error.message.splitlines() if line.strip()), "")
+    return first[:400]
 
 
 def materialize(

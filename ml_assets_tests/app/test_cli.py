@@ -129,6 +129,41 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert "unknown asset" in capsys.readouterr().err
 
 
+def _one_error_line(capsys, verb: str) -> str:
+    """The command's stderr: exactly one line, the error, no traceback."""
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(f"ml-assets {verb}: error: ")]
+    assert len(errors) == 1 and not any("Traceback" in line for line in lines), lines
+    return errors[0]
+
+
+def test_every_user_error_is_one_line_with_exit_code_2(tmp_path, capsys):
+    home = str(tmp_path / "h")
+    assert main(["--home", home, "simulate", "--players", "20", "--days", "5"]) == 0
+    capsys.readouterr()
+    cases = [
+        (["materialize", "--first-day", "2026-13-01"], "--first-day '2026-13-01' is not a day"),
+        (["materialize", "--select", "nope"], "unknown asset(s) ['nope']"),
+        (["models", "promote", "churn", "nope"], "churn version 'nope' is not registered"),
+        (["models", "promote", "../../evil", "x"], "no model named '../../evil'"),
+        (["models", "promote"], "models promote needs a model name"),
+        (["ingest", str(tmp_path / "missing.csv"), "--mapping", str(tmp_path / "m.toml")], "cannot read"),
+    ]
+    for argv, message in cases:
+        assert main(["--home", home, *argv]) == 2, argv
+        assert message in _one_error_line(capsys, argv[0]), argv
+    bad_lake = tmp_path / "bad"
+    bad_lake.mkdir()
+    (bad_lake / "ml_assets.toml").write_text('[lake]\nuri = "/proc/no/such/lake"\n')
+    assert main(["--home", str(bad_lake), "simulate", "--players", "20", "--days", "3"]) == 0
+    capsys.readouterr()
+    assert main(["--home", str(bad_lake), "materialize"]) == 2
+    assert "cannot create the lake folder" in _one_error_line(capsys, "materialize")
+    # --verbose adds the traceback
+    assert main(["--home", home, "--verbose", "models", "promote", "churn", "nope"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
 def test_global_options_work_before_or_after_the_verb(tmp_path, capsys):
     before, after = tmp_path / "before", tmp_path / "after"
     assert main(["--home", str(before), "status", "--json"]) == 0
