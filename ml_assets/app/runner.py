@@ -1,7 +1,9 @@
 """Runs of the asset graph on a Dagster instance: what the CLI's `materialize` and `demo` call."""
 
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from ml_assets.core.settings import Settings
 from ml_assets.definitions import build_definitions
 from ml_assets.defs.automation import ALL_ASSETS_JOB
 from ml_assets.defs.partitions import daily_partitions, partition_days
+from ml_assets.lake import writer_lock
 from ml_assets.lake.tables import MODEL_REGISTRY, model_assets, table_uri
 
 # Step progress only: a failed step's error is summarised in one line per step (`RunSummary.errors`);
@@ -60,6 +63,24 @@ def instance_for(settings: Settings) -> dg.DagsterInstance:
     write_instance_config(settings)
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     return dg.DagsterInstance.get()
+
+
+@contextmanager
+def writing(settings: Settings, what: str) -> Iterator[None]:
+    """Hold the lake's writer lock for a CLI run: at once when free, else after saying whom it waits
+    for, up to `[lake] writer_wait_seconds` (then LakeBusy, one line)."""
+    lock, wait = settings.writer_lock, settings.lake.writer_wait_seconds
+    try:
+        writer_lock.acquire(lock, 0, what)
+    except writer_lock.LakeBusy as busy:
+        if wait <= 0:
+            raise
+        print(f"waiting up to {wait:g} s for {busy.holder} to finish writing the lake", file=sys.stderr)
+        writer_lock.acquire(lock, wait, what)
+    try:
+        yield
+    finally:
+        writer_lock.release(lock)
 
 
 def _check_lake_root(uri: str) -> None:
@@ -123,9 +144,10 @@ def execute(
     partition_tags = _range_tags(settings, first_day, last_day) if partitioned else {}
     # a subset of the all_assets job, as the UI launches one: the run shows on the job's page and
     # the Timeline, and the checks of the selected assets (freshness included) run with them
-    return run_in_process(
-        instance, job, run_config, {**(tags or {}), **partition_tags}, set(keys) if keys else None
-    )
+    with writing(settings, "ml-assets materialize"):
+        return run_in_process(
+            instance, job, run_config, {**(tags or {}), **partition_tags}, set(keys) if keys else None
+        )
 
 
 def change_stage(
@@ -148,12 +170,13 @@ def change_stage(
             raise LookupError(f"{model} version {version!r} is not registered; registered: {known}")
     config = {"action": action, "version": version, "reason": reason, "actor": actor}
     defs = build_definitions(settings)
-    return run_in_process(
-        instance,
-        defs.resolve_job_def(names.stage_change_job),
-        {**QUIET, "ops": {names.production_model: {"config": config}}},
-        _range_tags(settings, None, None),
-    )
+    with writing(settings, f"ml-assets models {action}"):
+        return run_in_process(
+            instance,
+            defs.resolve_job_def(names.stage_change_job),
+            {**QUIET, "ops": {names.production_model: {"config": config}}},
+            _range_tags(settings, None, None),
+        )
 
 
 def summarize(result: dg.JobExecutionResult) -> RunSummary:

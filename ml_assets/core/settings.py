@@ -41,6 +41,8 @@ DEFAULT_HOME = ".ml_assets"
 
 class LakeSettings(Table):
     uri: Text = ""  # empty: <home>/lake on local disk; else e.g. s3://bucket/prefix
+    # a run waits this long for the run writing the lake to finish (one writer at a time), then fails
+    writer_wait_seconds: NonNegativeFloat = 600
 
 
 class CleaningSettings(Table):
@@ -189,6 +191,11 @@ class Settings:
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
+
+    @property
+    def writer_lock(self) -> Path:
+        """The lock every run that writes the lake holds (`lake/writer_lock.py`)."""
+        return self.home / "writer.lock"
 
     @property
     def dagster_home(self) -> Path:

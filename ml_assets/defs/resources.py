@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -61,11 +62,16 @@ def resource_defs(settings: Settings) -> dg.Definitions:
     home: str | dg.EnvVar = (
         dg.EnvVar(HOME_ENV) if from_env and resolve_home(from_env) == settings.home else str(settings.home)
     )
+    # the writer lock: every run that writes the lake holds it, whoever launched the run
+    lock: dict[str, Any] = {
+        "writer_lock": str(settings.writer_lock),
+        "writer_wait_seconds": settings.lake.writer_wait_seconds,
+    }
     return dg.Definitions(
         resources={
             "lake": LakeResource(home=home),
-            "io_manager": DeltaLakeIOManager(root_uri=settings.lake_uri),
-            MODEL_IO: ModelStoreIOManager(models_dir=str(settings.models_dir)),
+            "io_manager": DeltaLakeIOManager(root_uri=settings.lake_uri, **lock),
+            MODEL_IO: ModelStoreIOManager(models_dir=str(settings.models_dir), **lock),
         },
         loggers={"console": dg.colored_console_logger, "progress": step_progress_logger},
         # one process for every step: a process per step costs seconds each on a laptop

@@ -21,6 +21,7 @@ import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
+from ml_assets.lake.io_base import LakeWriterIOManager
 from ml_assets.lake.tables import open_table, table_uri
 from ml_assets.lake.window_writer import WindowWriter, is_local, same_schema
 
@@ -120,7 +121,7 @@ class _PartitionRows:
             )
 
 
-class DeltaLakeIOManager(dg.ConfigurableIOManager):
+class DeltaLakeIOManager(LakeWriterIOManager):
     """Polars frames in, Delta tables out, one table per asset under `root_uri`."""
 
     root_uri: str

@@ -13,10 +13,11 @@ from pathlib import Path
 import dagster as dg
 
 from ml_assets.core.models.training import TrainedModel
+from ml_assets.lake.io_base import LakeWriterIOManager
 from ml_assets.lake.model_store import ModelStore, write_atomic
 
 
-class ModelStoreIOManager(dg.ConfigurableIOManager):
+class ModelStoreIOManager(LakeWriterIOManager):
     """TrainedModel outputs as model-store versions; inputs read back the version an asset last wrote."""
 
     models_dir: str
