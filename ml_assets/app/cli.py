@@ -221,10 +221,10 @@ def cmd_experiments(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from ml_assets.app.runner import write_instance_config, write_workspace
+    from ml_assets.app.runner import instance_for, write_workspace
 
     settings = _settings(args)
-    write_instance_config(settings)
+    instance_for(settings)  # writes dagster.yaml when missing, marks runs of dead processes failed
     workspace = write_workspace(settings)
     env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home), HOME_ENV: str(settings.home)}
     cmd = [

@@ -21,6 +21,8 @@ from dagster._core.remote_origin import (
 from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
+from ml_assets.app.stale_runs import process_tags
+
 # The code location's name wherever the UI loads it, and its single repository (dg.Definitions)
 CODE_LOCATION = "ml_assets"
 REPOSITORY = "__repository__"
@@ -55,7 +57,7 @@ def run_in_process(
         job_def=selected.get_definition(),
         execution_plan=plan,
         run_config=config,
-        tags={**job_def.run_tags, **UI_TAGS, **(tags or {})},
+        tags={**job_def.run_tags, **UI_TAGS, **process_tags(), **(tags or {})},
         asset_selection=frozenset(asset_selection) if asset_selection else None,
         remote_job_origin=job_origin(job_def.name),
     )

@@ -11,6 +11,7 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from ml_assets.app.in_process import CODE_LOCATION, run_in_process
+from ml_assets.app.stale_runs import fail_dead_runs
 from ml_assets.core.events.landing import read_window
 from ml_assets.core.models.registry import Registry
 from ml_assets.core.settings import Settings
@@ -62,7 +63,10 @@ def instance_for(settings: Settings) -> dg.DagsterInstance:
     """The persistent Dagster instance (SQLite by default) under the lake home."""
     write_instance_config(settings)
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
-    return dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.get()
+    for run_id in fail_dead_runs(instance):
+        print(f"run {run_id} had been left in progress by a dead process: marked failed", file=sys.stderr)
+    return instance
 
 
 @contextmanager

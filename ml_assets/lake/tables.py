@@ -7,7 +7,9 @@ name tables through here. No Dagster import: the core's registry and experiment 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
+import polars as pl
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
@@ -123,3 +125,13 @@ def delta_version(uri: str, storage_options: dict[str, str] | None = None) -> in
     """The table's current Delta version, or None when it has not been written yet."""
     table = open_table(uri, storage_options)
     return None if table is None else table.version()
+
+
+def committed_rows(uri: str, column: str, first: date, last: date) -> int:
+    """Rows of the committed table at `uri` whose `column` falls in [first, last] (0: no table)."""
+    table = open_table(uri)
+    if table is None:
+        return 0
+    return int(
+        pl.scan_delta(table).filter(pl.col(column).is_between(first, last)).select(pl.len()).collect().item()
+    )

@@ -195,17 +195,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 PLOTS = {"ROC curve", "precision-recall curve", "calibration", "feature importance (gain)"}
 
 
-def _open(page, url: str) -> None:
-    """Go to `url`; a fresh profile's first page shows the "Join the Dagster community" modal: skip it."""
-    page.goto(url)
-    skip = page.get_by_role("button", name="Skip")
-    try:
-        skip.wait_for(timeout=4000)
-    except Exception:
-        return
-    skip.click()
-
-
 def _run_succeeded(page, server: Server, instance: dg.DagsterInstance, run_id: str) -> None:
     """Wait for the run in the instance, then see its Success badge on its page in the UI."""
     _wait(
@@ -233,9 +222,12 @@ def test_a_user_in_chromium_sees_the_graph_plots_and_runs_and_promotes(service):
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1600, "height": 1100})
         page.set_default_timeout(30_000)
+        # a fresh profile gets a "Join the Dagster community" modal, on whichever page and whenever
+        # it loads: Playwright skips it before any action it would block
+        page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
         try:
             # the lineage graph, one group at a time: every asset is a node
-            _open(page, f"{server.url}/asset-groups")
+            page.goto(f"{server.url}/asset-groups")
             seen: set[str] = set()
             for group in ("events", "features", "model_churn"):
                 page.goto(f"{server.url}/locations/{CODE_LOCATION}/asset-groups/{group}/lineage")
@@ -315,6 +307,9 @@ def test_a_user_in_chromium_sees_the_graph_plots_and_runs_and_promotes(service):
             promote_id = page.url.rstrip("/").split("/runs/")[1].split("?")[0]
             _run_succeeded(page, server, instance, promote_id)
             page.screenshot(path=str(SCREENSHOTS / "promote-run.png"))
+        except Exception:
+            page.screenshot(path=str(SCREENSHOTS / "failure.png"))
+            raise
         finally:
             browser.close()
     assert registry.current("churn") == target
