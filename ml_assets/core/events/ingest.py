@@ -96,7 +96,7 @@ def _read(data: bytes, name: str, mapping: EventMapping) -> tuple[pl.DataFrame, 
         source = _read_jsonl(data, name, mapping)
     if source.height == 0:
         raise IngestError(f"{name}: no data rows")
-    return _to_canonical(source, name, mapping, hashlib.sha256(data).hexdigest())
+    return _to_canonical(source, name, mapping)
 
 
 # ---------------------------------------------------------------------------------------------- sources
@@ -253,9 +253,7 @@ def _text(column: str) -> pl.Expr:
     return pl.when(trimmed == "").then(None).otherwise(trimmed)
 
 
-def _to_canonical(
-    source: pl.DataFrame, name: str, mapping: EventMapping, digest: str
-) -> tuple[pl.DataFrame, int]:
+def _to_canonical(source: pl.DataFrame, name: str, mapping: EventMapping) -> tuple[pl.DataFrame, int]:
     exprs: dict[str, pl.Expr] = {}
     for canonical in CANONICAL_COLUMNS:
         if canonical == "event_time":
@@ -270,9 +268,7 @@ def _to_canonical(
         renames = mapping.event_types
         exprs["event_type"] = exprs["event_type"].replace(list(renames), list(renames.values()))
     if "event_id" not in mapping.columns:
-        # The file and line, not the row's content: identical lines are distinct events (a
-        # repeat purchase), and the same file ingested again yields the same ids.
-        exprs["event_id"] = pl.lit(f"{digest[:16]}-") + pl.col(LINE).cast(pl.String).str.zfill(9)
+        exprs["event_id"] = pl.lit(None, dtype=pl.String)  # derived from the typed row, below
     number = exprs["value"].cast(pl.Float64, strict=False)
     exprs["value"] = pl.when(number.is_finite()).then(number).otherwise(None)
 
@@ -283,6 +279,8 @@ def _to_canonical(
         event_time=_parse_times(raw_time, mapping.time_format("event_time")),
         event_time_raw=raw_time.cast(pl.String),
     )
+    if "event_id" not in mapping.columns:
+        events = events.with_columns(event_id=derived_event_ids(events))
     unparsed_values = 0
     if "value" in mapping.columns:
         unparsed_values = source.select((_text(mapping.columns["value"]).is_not_null()).sum()).item() - (
@@ -299,6 +297,31 @@ def _to_canonical(
         )
     events = events.with_columns(received_date=days.fill_null(latest))
     return events.select(EVENT_COLUMNS), unparsed_values
+
+
+def derived_event_ids(events: pl.DataFrame) -> pl.Series:
+    """Ids for a log without them: a hash of each row's typed content plus its occurrence among
+    identical rows, in file order.
+
+    Identical rows stay distinct events (CDNOW's repeat purchases), and the ids depend on what the
+    rows say, not on how the file is written: a re-export with CRLF line endings, a byte-order
+    mark, other quoting or more rows appended gives its rows the ids they had, so the duplicate
+    rule catches it instead of counting every event twice.
+    """
+    content = [c for c in CANONICAL_COLUMNS if c != "event_id"]
+    text = events.select(
+        pl.concat_str([pl.col(c).cast(pl.String).fill_null("\x00") for c in content], separator="\x1f").alias(
+            "row"
+        )
+    ).to_series()
+    digests = pl.Series("digest", [hashlib.sha256(row.encode()).hexdigest()[:20] for row in text])
+    occurrence = pl.int_range(pl.len()).over("digest")
+    return (
+        pl.DataFrame({"digest": digests})
+        .select(pl.col("digest") + "-" + occurrence.cast(pl.String))
+        .to_series()
+        .alias("event_id")
+    )
 
 
 def _parse_times(raw: pl.Series, time_format: str) -> pl.Series:
