@@ -82,7 +82,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     print(
         f"{args.path}: {report.rows:,} rows {state} as batch {report.batch_id[:12]}; "
         f"days {report.first_day} .. {report.last_day}; "
-        f"{report.unparsed_times} unparsed times (to quarantine)"
+        f"to quarantine when cleaned: {report.unparsed_times} malformed_event_time, "
+        f"{report.unparsed_values} malformed_value"
     )
     return 0
 

@@ -5,11 +5,19 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from ml_assets.core.events.cleaning import reason_counts
 from ml_assets.core.events.landing import list_batches, read_window
 from ml_assets.core.models.registry import Registry
 from ml_assets.core.settings import Settings
 from ml_assets.lake.model_store import ModelStore
-from ml_assets.lake.tables import MODEL_REGISTRY, delta_version, lake_tables, table_uri
+from ml_assets.lake.tables import (
+    MODEL_REGISTRY,
+    QUARANTINED_EVENTS,
+    delta_version,
+    lake_tables,
+    open_table,
+    table_uri,
+)
 
 
 def registry(settings: Settings) -> Registry:
@@ -87,6 +95,14 @@ def model_status(settings: Settings) -> list[dict[str, Any]]:
     return models
 
 
+def quarantine_status(settings: Settings) -> dict[str, int]:
+    """Quarantined rows per reason, every known reason listed (empty before the first cleaning)."""
+    table = open_table(table_uri(settings.lake_uri, QUARANTINED_EVENTS))
+    if table is None:
+        return {}
+    return reason_counts(pl.read_delta(table, columns=["reason"]))
+
+
 def lake_status(
     settings: Settings, instance: dg.DagsterInstance, check_keys: list[dg.AssetCheckKey]
 ) -> dict[str, Any]:
@@ -97,6 +113,7 @@ def lake_status(
         "landing_batches": len(list_batches(settings.landing_dir)),
         "data_window": [window.first_day.isoformat(), window.last_day.isoformat()] if window else None,
         "tables": table_status(settings),
+        "quarantine": quarantine_status(settings),
         "checks": check_status(instance, check_keys),
         "models": model_status(settings),
     }
@@ -122,6 +139,9 @@ def format_status(status: dict[str, Any]) -> str:
         else:
             parts = f"{t['partitions']} partitions" if t["partitions"] is not None else "unpartitioned"
             lines.append(f"  {t['table']:<20} {t['rows']:>12,} rows  {parts:<16} delta v{t['delta_version']}")
+    if status["quarantine"]:
+        counts = ", ".join(f"{reason} {n:,}" for reason, n in status["quarantine"].items())
+        lines.append(f"\nquarantined rows by reason: {counts}")
     lines.append("\nchecks (latest):")
     for c in status["checks"]:
         lines.append(f"  {c['asset'] + ':' + c['check']:<45} {c['status']}")

@@ -14,6 +14,7 @@ REASONS = (
     "missing_player_id",
     "malformed_event_time",
     "empty_event_type",
+    "malformed_value",
     "negative_value",
     "event_time_after_receipt",
     "late_beyond_watermark",
@@ -47,6 +48,8 @@ def rejection_reason(watermark_days: int) -> pl.Expr:
         .then(pl.lit("malformed_event_time"))
         .when(_blank("event_type"))
         .then(pl.lit("empty_event_type"))
+        .when(pl.col("value_raw").is_not_null() & pl.col("value").is_null())
+        .then(pl.lit("malformed_value"))
         .when(pl.col("value") < 0)
         .then(pl.lit("negative_value"))
         .when(lateness < 0)

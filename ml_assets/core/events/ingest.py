@@ -3,7 +3,7 @@
 Reading is all-or-nothing for the file's structure (a ragged CSV row, a line that is not JSON, an
 unreadable Parquet file, a mapped column the file lacks: `IngestError`, nothing landed) and lenient
 for values: a time or number that does not parse keeps its row, with a null in its place and the
-source text of the time in `event_time_raw`, so cleaning can quarantine it with a reason.
+source text in `event_time_raw` / `value_raw`, so cleaning can quarantine it with a reason.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ _UTC = pl.Datetime("us", "UTC")
 _MIN_UNIX_S, _MAX_UNIX_S = -62_135_596_800, 253_402_300_799
 _ISO_AWARE = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z")
 _ISO_NAIVE = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
-EVENT_COLUMNS = (*CANONICAL_COLUMNS, "event_time_raw", "received_date")
+EVENT_COLUMNS = (*CANONICAL_COLUMNS, "event_time_raw", "value_raw", "received_date")
 
 
 class IngestError(ValueError):
@@ -45,7 +45,7 @@ class IngestReport:
     first_day: date  # first and last UTC event day of the file's rows
     last_day: date
     unparsed_times: int  # rows landed with a null event_time (raw text kept in event_time_raw)
-    unparsed_values: int = 0  # rows whose value text was not a finite number, landed as null
+    unparsed_values: int = 0  # rows whose value text is not a finite number (text kept in value_raw)
 
 
 def read_events(path: Path, mapping: EventMapping) -> pl.DataFrame:
@@ -269,8 +269,11 @@ def _to_canonical(source: pl.DataFrame, name: str, mapping: EventMapping) -> tup
         exprs["event_type"] = exprs["event_type"].replace(list(renames), list(renames.values()))
     if "event_id" not in mapping.columns:
         exprs["event_id"] = pl.lit(None, dtype=pl.String)  # derived from the typed row, below
-    number = exprs["value"].cast(pl.Float64, strict=False)
+    text_value = exprs["value"].cast(pl.String)
+    number = text_value.cast(pl.Float64, strict=False)
     exprs["value"] = pl.when(number.is_finite()).then(number).otherwise(None)
+    # the source text of a value that is not a finite number ("abc", "1,5", NaN, inf, 1e309)
+    value_raw = pl.when(text_value.is_not_null() & ~number.is_finite().fill_null(False)).then(text_value)
 
     time_column = mapping.columns["event_time"]
     raw_time = source.get_column(time_column)
@@ -278,14 +281,11 @@ def _to_canonical(source: pl.DataFrame, name: str, mapping: EventMapping) -> tup
         **{c: e.cast(pl.Float64 if c == "value" else pl.String) for c, e in exprs.items()},
         event_time=_parse_times(raw_time, mapping.time_format("event_time")),
         event_time_raw=raw_time.cast(pl.String),
+        value_raw=value_raw,
     )
     if "event_id" not in mapping.columns:
         events = events.with_columns(event_id=derived_event_ids(events))
-    unparsed_values = 0
-    if "value" in mapping.columns:
-        unparsed_values = source.select((_text(mapping.columns["value"]).is_not_null()).sum()).item() - (
-            events["value"].count()
-        )
+    unparsed_values = events["value_raw"].count()
 
     days = events.get_column("event_time").dt.date()
     latest = days.max()

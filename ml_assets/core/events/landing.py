@@ -25,6 +25,9 @@ LANDING_SCHEMA: dict[str, pl.DataType] = {
     **CANONICAL_SCHEMA,
     # The source's own text of the time, kept so a quarantine row can say what was wrong with it.
     "event_time_raw": pl.String(),
+    # The source's text of a value that is not a finite number (null when it parsed): cleaning
+    # quarantines such rows as malformed_value with this text, instead of nulling the value.
+    "value_raw": pl.String(),
     # The UTC day the row was delivered; a row whose event_time is earlier arrived late.
     "received_date": pl.Date(),
     "batch_id": pl.String(),
@@ -121,4 +124,6 @@ def scan_landing(landing_dir: Path) -> pl.LazyFrame:
     if not files:
         empty = pl.DataFrame(schema=LANDING_SCHEMA).lazy()
         return empty.with_columns(partition_day())
-    return pl.scan_parquet([str(f) for f in files]).with_columns(partition_day())
+    # batches landed before a column existed read it as null
+    scan = pl.scan_parquet([str(f) for f in files], schema=LANDING_SCHEMA, missing_columns="insert")
+    return scan.with_columns(partition_day())

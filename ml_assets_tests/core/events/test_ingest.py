@@ -221,6 +221,7 @@ def test_unparsed_time_and_value_keep_the_row(tmp_path):
     assert events["event_time"].to_list() == [utc(2023, 11, 14, 22, 13, 20), None, utc(1970, 1, 2), None]
     assert events["event_time_raw"].to_list() == ["1700000000", "yesterday", "86400", ""]
     assert events["value"].to_list() == [1.0, None, None, 2.0]
+    assert events["value_raw"].to_list() == [None, "n/a", "nan", None]  # the text, for quarantine
     # Rows without a time are delivered on the file's latest event day.
     assert events["received_date"].to_list() == [
         date(2023, 11, 14),
@@ -379,3 +380,17 @@ def test_a_re_export_of_a_log_without_ids_is_not_counted_twice(tmp_path):
     result = clean_events(scan_landing(landing), watermark_days=3)
     assert result.clean.height == 3
     assert result.quarantined["reason"].to_list() == ["duplicate_event_id"] * 3
+
+
+@pytest.mark.parametrize("text", ["abc", "1,5", "NaN", "inf", "-inf", "1e309"])
+def test_a_value_that_is_not_a_finite_number_is_quarantined_with_its_text(tmp_path, text):
+    from ml_assets.core.events.cleaning import clean_events
+
+    landing = tmp_path / "landing"
+    source = f'user,ts,amount\nu,86400,2\nv,86400,"{text}"\n'
+    report = ingest(write(tmp_path, "e.csv", source), write(tmp_path, "m.toml", MAPPING_TOML), landing)
+    assert report.unparsed_values == 1
+    result = clean_events(scan_landing(landing), watermark_days=3)
+    assert result.clean["player_id"].to_list() == ["u"]
+    bad = result.quarantined.row(0, named=True)
+    assert (bad["player_id"], bad["reason"], bad["value_raw"]) == ("v", "malformed_value", text)
