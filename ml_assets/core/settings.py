@@ -30,6 +30,7 @@ from ml_assets.core.config import (
     Text,
     parse,
 )
+from ml_assets.core.events.cleaning import FieldLimits
 from ml_assets.core.models.spec import ModelSpec, TrainingTable, specs_from_settings
 from ml_assets.core.monitoring.drift import DriftThresholds
 
@@ -47,6 +48,13 @@ class LakeSettings(Table):
 
 class CleaningSettings(Table):
     watermark_days: NonNegativeInt = 3  # events arriving more than this many days late are quarantined
+    # rows with a longer field are quarantined as field_too_long (characters)
+    max_field_chars: PositiveInt = 1_000  # ids, event type, platform, country, app version
+    max_properties_chars: PositiveInt = 100_000  # the JSON properties
+
+    def limits(self) -> FieldLimits:
+        """The field limits cleaning applies."""
+        return FieldLimits(text=self.max_field_chars, properties=self.max_properties_chars)
 
 
 class FeatureSettings(Table):

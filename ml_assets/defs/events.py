@@ -91,7 +91,7 @@ def event_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.De
             for start, end in day_chunks(first, last, settings.features.chunk_days):
                 raw = raw_events.filter(pl.col("partition_date").is_between(start, end)).collect()
                 raw_rows[0] += raw.height
-                result = split_clean(raw.lazy(), watermark)
+                result = split_clean(raw.lazy(), watermark, settings.cleaning.limits())
                 quarantined.append(
                     result.quarantined
                 )  # rejects are few: kept until the clean rows are written

@@ -27,7 +27,11 @@ def _load(tmp_path, text: str):
             '[models.churn]\nhorizon_days = "14"\n',
             "models.churn.horizon_days = '14': must be a whole number >= 1",
         ),
-        ("[cleaning]\nwatermark = 5\n", "cleaning.watermark: unknown key; known: ['watermark_days']"),
+        (
+            "[cleaning]\nwatermark = 5\n",
+            "cleaning.watermark: unknown key; known: "
+            "['max_field_chars', 'max_properties_chars', 'watermark_days']",
+        ),
         ("[models.churn]\ntuning_trial = 3\n", "models.churn.tuning_trial: unknown key; known: ["),
         ("[nope]\na = 1\n", "unknown section(s) ['[nope]']"),
         (

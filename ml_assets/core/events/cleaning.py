@@ -10,6 +10,7 @@ from ml_assets.core.events.canonical import CANONICAL_SCHEMA
 
 # Reasons a row is quarantined, in the order they are tested: a row gets the first that applies.
 REASONS = (
+    "field_too_long",
     "missing_event_id",
     "missing_player_id",
     "malformed_event_time",
@@ -36,11 +37,29 @@ def _blank(column: str) -> pl.Expr:
     return pl.col(column).is_null() | (pl.col(column).str.strip_chars() == "")
 
 
-def rejection_reason(watermark_days: int) -> pl.Expr:
+@dataclass(frozen=True)
+class FieldLimits:
+    """The longest text, in characters, a clean row may carry: a megabyte event type would become
+    a megabyte column name in every feature table, and gigabytes of memory on the way."""
+
+    text: int = 1_000  # ids, event type, platform, country, app version
+    properties: int = 100_000  # the JSON properties
+
+    def too_long(self) -> pl.Expr:
+        """True for a row with a field over its limit."""
+        fields = ("event_id", "player_id", "event_type", "platform", "country", "app_version")
+        over = [pl.col(c).str.len_chars().fill_null(0) > self.text for c in fields]
+        over.append(pl.col("properties").str.len_chars().fill_null(0) > self.properties)
+        return pl.any_horizontal(over)
+
+
+def rejection_reason(watermark_days: int, limits: FieldLimits = FieldLimits()) -> pl.Expr:
     """Per row, the first rule it breaks (null when it is clean), duplicates aside."""
     lateness = (pl.col("received_date") - pl.col("event_time").dt.date()).dt.total_days()
     return (
-        pl.when(_blank("event_id"))
+        pl.when(limits.too_long())
+        .then(pl.lit("field_too_long"))
+        .when(_blank("event_id"))
         .then(pl.lit("missing_event_id"))
         .when(_blank("player_id"))
         .then(pl.lit("missing_player_id"))
@@ -60,7 +79,9 @@ def rejection_reason(watermark_days: int) -> pl.Expr:
     )
 
 
-def clean_events(landed: pl.LazyFrame, watermark_days: int) -> CleanResult:
+def clean_events(
+    landed: pl.LazyFrame, watermark_days: int, limits: FieldLimits = FieldLimits()
+) -> CleanResult:
     """Split landed rows (with `partition_date`) into clean events and quarantined rows.
 
     Duplicate deliveries of one event_id keep the earliest delivery (then the first batch) and
@@ -68,7 +89,7 @@ def clean_events(landed: pl.LazyFrame, watermark_days: int) -> CleanResult:
     surrounding blanks; the vocabulary stays open, only a null or empty type is invalid.
     """
     ranked = (
-        landed.with_columns(reason=rejection_reason(watermark_days))
+        landed.with_columns(reason=rejection_reason(watermark_days, limits))
         .with_columns(pl.col("event_type").str.strip_chars())
         .sort(["received_date", "batch_id", "event_id"], nulls_last=True)
         .with_columns(

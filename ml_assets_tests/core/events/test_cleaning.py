@@ -2,8 +2,8 @@ from datetime import UTC, date, datetime
 
 import polars as pl
 
-from ml_assets.core.events.cleaning import CLEAN_COLUMNS, clean_events, reason_counts
-from ml_assets.core.events.landing import LANDING_SCHEMA, partition_day
+from ml_assets.core.events.cleaning import CLEAN_COLUMNS, FieldLimits, clean_events, reason_counts
+from ml_assets.core.events.landing import LANDING_SCHEMA, conform, partition_day
 
 
 def _landed(rows: list[dict]) -> pl.LazyFrame:
@@ -75,3 +75,25 @@ def test_cleaning_is_idempotent():
     rows = [_row("a"), _row("a", batch_id="b2"), _row("b", value=-1.0)]
     one, two = clean_events(_landed(rows), 3), clean_events(_landed(rows), 3)
     assert one.clean.equals(two.clean) and one.quarantined.equals(two.quarantined)
+
+
+def test_a_field_over_its_limit_is_quarantined_not_featurised():
+    day = date(2025, 1, 1)
+    rows = pl.DataFrame(
+        {
+            "event_id": ["a", "b", "c"],
+            "player_id": ["p", "p", "p"],
+            "event_time": [datetime(2025, 1, 1, 12, tzinfo=UTC)] * 3,
+            "event_type": ["play", "x" * 1_000_000, "play"],
+            "properties": [None, None, "{" + '"k": "' + "v" * 200 + '"}'],
+            "received_date": [day] * 3,
+        }
+    )
+    landed = conform(rows, "batch", "test").with_columns(partition_day()).lazy()
+    assert set(LANDING_SCHEMA) <= set(landed.collect_schema().names())
+    result = clean_events(landed, watermark_days=3, limits=FieldLimits(text=1_000, properties=100))
+    assert result.clean["event_id"].to_list() == ["a"]
+    assert result.quarantined.select("event_id", "reason").rows() == [
+        ("b", "field_too_long"),
+        ("c", "field_too_long"),
+    ]
