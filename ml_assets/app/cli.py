@@ -77,13 +77,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from ml_assets.core.events.ingest import ingest
 
     settings = _settings(args)
-    report = ingest(Path(args.path), Path(args.mapping), settings.landing_dir)
+    report = ingest(
+        Path(args.path), Path(args.mapping), settings.landing_dir, settings.cleaning.time_bounds()
+    )
     state = "landed" if report.landed else "already landed (nothing added)"
     print(
         f"{args.path}: {report.rows:,} rows {state} as batch {report.batch_id[:12]}; "
         f"days {report.first_day} .. {report.last_day}; "
         f"to quarantine when cleaned: {report.unparsed_times} malformed_event_time, "
-        f"{report.unparsed_values} malformed_value"
+        f"{report.implausible_times} implausible event times, {report.unparsed_values} malformed_value"
     )
     return 0
 

@@ -7,9 +7,10 @@ line that names the key, the value and what is allowed.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any, TypeVar, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from ml_assets.core.models.metrics import COMPARABLE, ESTIMABLE
 
@@ -34,6 +35,19 @@ Fraction = Annotated[float, Field(gt=0, le=1, description="a number > 0 and <= 1
 Text = Annotated[str, Field(description="a string")]
 Name = Annotated[str, Field(min_length=1, description="a non-empty string")]
 Globs = Annotated[list[str], Field(description="a list of strings (glob patterns)")]
+
+
+def _day(value: Any) -> Any:
+    """A TOML date, or its text."""
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            return value  # left for the date check to reject, naming the key
+    return value
+
+
+Day = Annotated[date, BeforeValidator(_day), Field(description="a day, YYYY-MM-DD")]
 
 
 def _comparable(metric: str) -> str:

@@ -12,12 +12,14 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, Field
 
 from ml_assets.core.config import (
+    Day,
     Fraction,
     Globs,
     MonitoredMetric,
@@ -31,6 +33,7 @@ from ml_assets.core.config import (
     parse,
 )
 from ml_assets.core.events.cleaning import FieldLimits
+from ml_assets.core.events.landing import TimeBounds
 from ml_assets.core.models.spec import ModelSpec, TrainingTable, specs_from_settings
 from ml_assets.core.monitoring.drift import DriftThresholds
 
@@ -51,6 +54,14 @@ class CleaningSettings(Table):
     # rows with a longer field are quarantined as field_too_long (characters)
     max_field_chars: PositiveInt = 1_000  # ids, event type, platform, country, app version
     max_properties_chars: PositiveInt = 100_000  # the JSON properties
+    # plausible event times: from this day on, and at most this long after the row reached the
+    # lake; any other time is quarantined and does not widen the lake's days
+    earliest_event_date: Day = date(1990, 1, 1)
+    max_future_skew_hours: NonNegativeFloat = 24
+
+    def time_bounds(self) -> TimeBounds:
+        """The plausible-time window landing and cleaning apply."""
+        return TimeBounds(earliest=self.earliest_event_date, future_skew_hours=self.max_future_skew_hours)
 
     def limits(self) -> FieldLimits:
         """The field limits cleaning applies."""

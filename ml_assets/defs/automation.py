@@ -12,7 +12,7 @@ import dagster as dg
 import polars as pl
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from ml_assets.core.events.landing import list_batches, partition_day
+from ml_assets.core.events.landing import LANDING_SCHEMA, list_batches, partition_day
 from ml_assets.core.models.spec import ModelSpec
 from ml_assets.core.monitoring.alerts import Alert, send_alert
 from ml_assets.core.monitoring.drift import alarm_reason, alarm_rows, drift_summary
@@ -198,7 +198,9 @@ def new_files_sensor(
         seen, pending = set(state["seen"]), set(state["pending"])
         new = [b for b in batches if b.name not in seen]
         if new:
-            days = pl.scan_parquet([str(b) for b in new]).select(partition_day()).unique().collect()
+            bounds = lake.settings().cleaning.time_bounds()
+            landed = pl.scan_parquet([str(b) for b in new], schema=LANDING_SCHEMA, missing_columns="insert")
+            days = landed.select(partition_day(bounds)).unique().collect()
             pending |= {d.isoformat() for d in days["partition_date"]}
         keys = set(partition_days(partitions))
         ready = sorted(pending & keys)

@@ -39,7 +39,8 @@ def event_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.De
         """Landed rows as received, by the day they belong to (event day, else delivery day)."""
         first, last = run_window(context)
         landing = lake.landing_dir
-        rows = scan_landing(landing).filter(pl.col("partition_date").is_between(first, last))
+        bounds = lake.settings().cleaning.time_bounds()
+        rows = scan_landing(landing, bounds).filter(pl.col("partition_date").is_between(first, last))
         check = ChunkedSchemaCheck(RawEvents, RAW_EVENTS)
         # streamed in batches: a long backfill never holds every landed row at once
         batches = rows.collect_batches(chunk_size=BATCH_ROWS)
@@ -91,7 +92,9 @@ def event_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.De
             for start, end in day_chunks(first, last, settings.features.chunk_days):
                 raw = raw_events.filter(pl.col("partition_date").is_between(start, end)).collect()
                 raw_rows[0] += raw.height
-                result = split_clean(raw.lazy(), watermark, settings.cleaning.limits())
+                result = split_clean(
+                    raw.lazy(), watermark, settings.cleaning.limits(), settings.cleaning.time_bounds()
+                )
                 quarantined.append(
                     result.quarantined
                 )  # rejects are few: kept until the clean rows are written

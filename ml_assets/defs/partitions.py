@@ -41,6 +41,10 @@ def daily_partitions(
     """The daily partitions of a lake whose landed data spans `window` (None: nothing landed yet)."""
     options = options or PartitionSettings()
     today = today or utc_today()
+    if window is not None and window.last_day > today:
+        # no day after today holds data yet: a window stretched by a stray far-future row (a lake
+        # landed before the plausible-time rule) must not become millennia of partitions
+        window = DataWindow(min(window.first_day, today), today)
     first = window.first_day if window else today - ONE_DAY
     if is_live(window, options, today):
         return dg.DailyPartitionsDefinition(start_date=first.isoformat(), timezone="UTC", end_offset=0)

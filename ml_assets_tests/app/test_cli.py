@@ -190,3 +190,33 @@ def test_bad_settings_stop_a_run_before_it_starts_with_one_line(tmp_path, capsys
         "must be a number between 0 and 1, both excluded"
     ]
     assert not (home / "dagster").exists()  # no instance, no run
+
+
+def test_extreme_dates_never_crash_status_or_materialize(tmp_path, capsys):
+    home = tmp_path / "h"
+    assert main(["--home", str(home), "simulate", "--players", "30", "--days", "5"]) == 0
+    mapping = tmp_path / "m.toml"
+    mapping.write_text(
+        '[source]\nformat = "csv"\n[columns]\nplayer_id = "u"\nevent_time = "t"\n'
+        '[constants]\nevent_type = "open"\n[time]\nevent_time = "iso8601"\n'
+    )
+    log = tmp_path / "e.csv"
+    log.write_text(
+        "u,t\na,2025-01-03T10:00:00Z\nb,9999-12-31T23:59:59Z\nc,2100-01-01T00:00:00Z\nd,1970-01-02\n"
+    )
+    assert main(["--home", str(home), "ingest", str(log), "--mapping", str(mapping)]) == 0
+    assert "3 implausible event times" in capsys.readouterr().out
+    window = json.loads((home / "landing" / "_window.json").read_text())
+    assert window == {"first_day": "2025-01-01", "last_day": "2025-01-05"}  # not stretched
+    assert main(["--home", str(home), "materialize", "--select", "raw_events,clean_events"]) == 0
+    capsys.readouterr()
+    assert main(["--home", str(home), "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["quarantine"]["event_time_in_future"] == 2
+    assert status["quarantine"]["event_time_before_earliest"] == 1
+    # a lake whose window a far-future row stretched before this rule existed still works
+    (home / "landing" / "_window.json").write_text('{"first_day": "2025-01-01", "last_day": "9999-12-31"}')
+    assert main(["--home", str(home), "status"]) == 0
+    assert (
+        main(["--home", str(home), "materialize", "--select", "raw_events", "--last-day", "2025-01-05"]) == 0
+    )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from ml_assets.core.events.canonical import CANONICAL_SCHEMA
+from ml_assets.core.events.landing import TimeBounds
 
 # Reasons a row is quarantined, in the order they are tested: a row gets the first that applies.
 REASONS = (
@@ -14,6 +15,8 @@ REASONS = (
     "missing_event_id",
     "missing_player_id",
     "malformed_event_time",
+    "event_time_before_earliest",
+    "event_time_in_future",
     "empty_event_type",
     "malformed_value",
     "negative_value",
@@ -53,7 +56,9 @@ class FieldLimits:
         return pl.any_horizontal(over)
 
 
-def rejection_reason(watermark_days: int, limits: FieldLimits = FieldLimits()) -> pl.Expr:
+def rejection_reason(
+    watermark_days: int, limits: FieldLimits = FieldLimits(), bounds: TimeBounds = TimeBounds()
+) -> pl.Expr:
     """Per row, the first rule it breaks (null when it is clean), duplicates aside."""
     lateness = (pl.col("received_date") - pl.col("event_time").dt.date()).dt.total_days()
     return (
@@ -65,6 +70,10 @@ def rejection_reason(watermark_days: int, limits: FieldLimits = FieldLimits()) -
         .then(pl.lit("missing_player_id"))
         .when(pl.col("event_time").is_null())
         .then(pl.lit("malformed_event_time"))
+        .when(bounds.too_early())
+        .then(pl.lit("event_time_before_earliest"))
+        .when(bounds.too_late())
+        .then(pl.lit("event_time_in_future"))
         .when(_blank("event_type"))
         .then(pl.lit("empty_event_type"))
         .when(pl.col("value_raw").is_not_null() & pl.col("value").is_null())
@@ -80,7 +89,10 @@ def rejection_reason(watermark_days: int, limits: FieldLimits = FieldLimits()) -
 
 
 def clean_events(
-    landed: pl.LazyFrame, watermark_days: int, limits: FieldLimits = FieldLimits()
+    landed: pl.LazyFrame,
+    watermark_days: int,
+    limits: FieldLimits = FieldLimits(),
+    bounds: TimeBounds = TimeBounds(),
 ) -> CleanResult:
     """Split landed rows (with `partition_date`) into clean events and quarantined rows.
 
@@ -89,7 +101,7 @@ def clean_events(
     surrounding blanks; the vocabulary stays open, only a null or empty type is invalid.
     """
     ranked = (
-        landed.with_columns(reason=rejection_reason(watermark_days, limits))
+        landed.with_columns(reason=rejection_reason(watermark_days, limits, bounds))
         .with_columns(pl.col("event_type").str.strip_chars())
         .sort(["received_date", "batch_id", "event_id"], nulls_last=True)
         .with_columns(

@@ -13,13 +13,13 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
 
 from ml_assets.core.events.canonical import CANONICAL_COLUMNS
-from ml_assets.core.events.landing import write_batch
+from ml_assets.core.events.landing import TimeBounds, write_batch
 from ml_assets.core.events.mapping import EventMapping, load_mapping
 
 LINE = "__line"  # 1-based line (Parquet: row) number of each source row, as an editor counts
@@ -28,7 +28,7 @@ _UTC = pl.Datetime("us", "UTC")
 _MIN_UNIX_S, _MAX_UNIX_S = -62_135_596_800, 253_402_300_799
 _ISO_AWARE = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z")
 _ISO_NAIVE = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
-EVENT_COLUMNS = (*CANONICAL_COLUMNS, "event_time_raw", "value_raw", "received_date")
+EVENT_COLUMNS = (*CANONICAL_COLUMNS, "event_time_raw", "value_raw", "received_date", "received_at")
 
 
 class IngestError(ValueError):
@@ -46,34 +46,41 @@ class IngestReport:
     last_day: date
     unparsed_times: int  # rows landed with a null event_time (raw text kept in event_time_raw)
     unparsed_values: int = 0  # rows whose value text is not a finite number (text kept in value_raw)
+    implausible_times: int = 0  # rows whose time parsed but lies outside the plausible window
 
 
-def read_events(path: Path, mapping: EventMapping) -> pl.DataFrame:
-    """Rows of `path` in landing format (canonical columns, event_time_raw, received_date)."""
-    events, _ = _read(_read_bytes(path), str(path), mapping)
+def read_events(path: Path, mapping: EventMapping, bounds: TimeBounds = TimeBounds()) -> pl.DataFrame:
+    """Rows of `path` in landing format (canonical columns, raw texts, received_date, received_at)."""
+    events, _ = _read(_read_bytes(path), str(path), mapping, bounds, datetime.now(UTC))
     return events
 
 
-def ingest(path: Path, mapping_path: Path, landing_dir: Path) -> IngestReport:
+def ingest(
+    path: Path, mapping_path: Path, landing_dir: Path, bounds: TimeBounds = TimeBounds()
+) -> IngestReport:
     """Read `path` through the mapping at `mapping_path` and land it as one batch in `landing_dir`.
 
     The batch is named by the file's bytes and the mapping, so ingesting the same file again with
     the same mapping lands nothing (`landed=False`). Everything is validated before anything is written.
+    Every row is stamped with the moment of the ingest (`received_at`); rows whose time is not
+    plausible by `bounds` keep it, for cleaning to quarantine, but do not widen the lake's days.
     """
     mapping = load_mapping(mapping_path)
     data = _read_bytes(path)
-    events, unparsed_values = _read(data, str(path), mapping)
+    events, unparsed_values = _read(data, str(path), mapping, bounds, datetime.now(UTC))
     batch_id = hashlib.sha256(data + mapping.fingerprint().encode()).hexdigest()
-    landed = write_batch(landing_dir, events, batch_id, source=Path(path).name)
-    days = events.get_column("event_time").dt.date()
+    landed = write_batch(landing_dir, events, batch_id, source=Path(path).name, bounds=bounds)
+    plausible = events.filter(bounds.plausible()).get_column("event_time").dt.date()
+    unparsed = events.get_column("event_time").null_count()
     return IngestReport(
         batch_id=batch_id,
         rows=events.height,
         landed=landed,
-        first_day=days.min(),  # type: ignore[arg-type]
-        last_day=days.max(),  # type: ignore[arg-type]
-        unparsed_times=days.null_count(),
+        first_day=plausible.min(),  # type: ignore[arg-type]
+        last_day=plausible.max(),  # type: ignore[arg-type]
+        unparsed_times=unparsed,
         unparsed_values=unparsed_values,
+        implausible_times=events.height - unparsed - plausible.len(),
     )
 
 
@@ -84,7 +91,9 @@ def _read_bytes(path: Path) -> bytes:
         raise IngestError(f"{path}: cannot read file: {exc}") from exc
 
 
-def _read(data: bytes, name: str, mapping: EventMapping) -> tuple[pl.DataFrame, int]:
+def _read(
+    data: bytes, name: str, mapping: EventMapping, bounds: TimeBounds, received_at: datetime
+) -> tuple[pl.DataFrame, int]:
     """Canonical rows of the file content `data`, and how many values did not parse."""
     if not data.strip():
         raise IngestError(f"{name}: file is empty")
@@ -96,7 +105,7 @@ def _read(data: bytes, name: str, mapping: EventMapping) -> tuple[pl.DataFrame, 
         source = _read_jsonl(data, name, mapping)
     if source.height == 0:
         raise IngestError(f"{name}: no data rows")
-    return _to_canonical(source, name, mapping)
+    return _to_canonical(source, name, mapping, bounds, received_at)
 
 
 # ---------------------------------------------------------------------------------------------- sources
@@ -253,7 +262,9 @@ def _text(column: str) -> pl.Expr:
     return pl.when(trimmed == "").then(None).otherwise(trimmed)
 
 
-def _to_canonical(source: pl.DataFrame, name: str, mapping: EventMapping) -> tuple[pl.DataFrame, int]:
+def _to_canonical(
+    source: pl.DataFrame, name: str, mapping: EventMapping, bounds: TimeBounds, received_at: datetime
+) -> tuple[pl.DataFrame, int]:
     exprs: dict[str, pl.Expr] = {}
     for canonical in CANONICAL_COLUMNS:
         if canonical == "event_time":
@@ -287,15 +298,26 @@ def _to_canonical(source: pl.DataFrame, name: str, mapping: EventMapping) -> tup
         events = events.with_columns(event_id=derived_event_ids(events))
     unparsed_values = events["value_raw"].count()
 
-    days = events.get_column("event_time").dt.date()
-    latest = days.max()
+    events = events.with_columns(
+        received_at=pl.lit(received_at, dtype=_UTC), received_date=pl.lit(None, pl.Date)
+    )
+    # a file is a backfill: each row counts as delivered on its own event day (nothing in it is
+    # late); rows without a plausible time go to the file's newest plausible day
+    plausible_day = pl.when(bounds.plausible()).then(pl.col("event_time").dt.date())
+    latest = events.select(plausible_day.max()).item()
     if latest is None:
         sample = raw_time.drop_nulls().head(1).to_list()
+        parsed = events["event_time"].count() > 0
+        problem = (
+            f"is a plausible time (from {bounds.earliest} to {bounds.future_skew_hours:g} h after now)"
+            if parsed
+            else f"parsed as {mapping.time_format('event_time')!r}"
+        )
         raise IngestError(
-            f"{name}: no {time_column!r} value parsed as {mapping.time_format('event_time')!r}"
+            f"{name}: no {time_column!r} value {problem}"
             + (f" (first value: {sample[0]!r})" if sample else " (the column is empty)")
         )
-    events = events.with_columns(received_date=days.fill_null(latest))
+    events = events.with_columns(received_date=pl.coalesce(plausible_day, pl.lit(latest)))
     return events.select(EVENT_COLUMNS), unparsed_values
 
 

@@ -30,10 +30,41 @@ LANDING_SCHEMA: dict[str, pl.DataType] = {
     "value_raw": pl.String(),
     # The UTC day the row was delivered; a row whose event_time is earlier arrived late.
     "received_date": pl.Date(),
+    # When the row reached the lake (ingest: the moment it ran; the simulator: the end of its
+    # delivery day): an event time later than this, past a skew, is implausible.
+    "received_at": pl.Datetime("us", "UTC"),
     "batch_id": pl.String(),
     "source": pl.String(),
 }
 WINDOW_FILE = "_window.json"
+
+
+@dataclass(frozen=True)
+class TimeBounds:
+    """When an event can plausibly have happened: not before `earliest`, and not more than
+    `future_skew_hours` after it reached the lake (clocks drift; a year 2100 does not)."""
+
+    earliest: date = date(1990, 1, 1)
+    future_skew_hours: float = 24.0
+
+    def receipt(self) -> pl.Expr:
+        """When each row reached the lake: `received_at`, else the end of its delivery day."""
+        end_of_day = (
+            pl.col("received_date").cast(pl.Datetime("us")) + pl.duration(days=1)
+        ).dt.replace_time_zone("UTC")
+        return pl.coalesce(pl.col("received_at"), end_of_day)
+
+    def too_early(self) -> pl.Expr:
+        return pl.col("event_time") < pl.lit(self.earliest).cast(pl.Datetime("us")).dt.replace_time_zone(
+            "UTC"
+        )
+
+    def too_late(self) -> pl.Expr:
+        return pl.col("event_time") > self.receipt() + pl.duration(hours=self.future_skew_hours)
+
+    def plausible(self) -> pl.Expr:
+        """True for a row whose event time is known and plausible."""
+        return pl.col("event_time").is_not_null() & ~self.too_early() & ~self.too_late()
 
 
 @dataclass(frozen=True)
@@ -56,16 +87,20 @@ def conform(frame: pl.DataFrame, batch_id: str, source: str) -> pl.DataFrame:
     )
 
 
-def partition_day() -> pl.Expr:
-    """The daily partition of a landed row: its event day, else (unparseable time) its delivery day."""
-    return pl.coalesce(pl.col("event_time").dt.date(), pl.col("received_date")).alias("partition_date")
+def partition_day(bounds: TimeBounds = TimeBounds()) -> pl.Expr:
+    """The daily partition of a landed row: its event day, else (a time that did not parse or is
+    implausible) its delivery day, so one row from 1970 or 2100 cannot stretch the lake's days."""
+    event_day = pl.when(bounds.plausible()).then(pl.col("event_time").dt.date())
+    return pl.coalesce(event_day, pl.col("received_date")).alias("partition_date")
 
 
 def batch_path(landing_dir: Path, batch_id: str) -> Path:
     return landing_dir / f"{batch_id}.parquet"
 
 
-def write_batch(landing_dir: Path, frame: pl.DataFrame, batch_id: str, source: str) -> bool:
+def write_batch(
+    landing_dir: Path, frame: pl.DataFrame, batch_id: str, source: str, bounds: TimeBounds = TimeBounds()
+) -> bool:
     """Land `frame` as batch `batch_id`; False (and nothing written) when that batch is already landed.
 
     The file appears atomically (written aside, then renamed), so a crash leaves no partial batch.
@@ -85,7 +120,7 @@ def write_batch(landing_dir: Path, frame: pl.DataFrame, batch_id: str, source: s
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    days = rows.select(partition_day()).to_series()
+    days = rows.select(partition_day(bounds)).to_series()
     extend_window(landing_dir, DataWindow(days.min(), days.max()))  # type: ignore[arg-type]
     return True
 
@@ -118,12 +153,12 @@ def list_batches(landing_dir: Path) -> list[Path]:
     return sorted(landing_dir.glob("*.parquet"))
 
 
-def scan_landing(landing_dir: Path) -> pl.LazyFrame:
+def scan_landing(landing_dir: Path, bounds: TimeBounds = TimeBounds()) -> pl.LazyFrame:
     """All landed rows as one lazy frame with a `partition_date` column; empty (typed) when none landed."""
     files = list_batches(landing_dir)
     if not files:
         empty = pl.DataFrame(schema=LANDING_SCHEMA).lazy()
-        return empty.with_columns(partition_day())
+        return empty.with_columns(partition_day(bounds))
     # batches landed before a column existed read it as null
     scan = pl.scan_parquet([str(f) for f in files], schema=LANDING_SCHEMA, missing_columns="insert")
-    return scan.with_columns(partition_day())
+    return scan.with_columns(partition_day(bounds))

@@ -53,10 +53,10 @@ def test_csv_comma_unix_seconds(tmp_path):
 
 
 def test_tsv_unix_milliseconds(tmp_path):
-    path = write(tmp_path, "e.tsv", "user\tts\tamount\nA\t1700000000123\t2\nB\t86400000\t-3.25\n")
+    path = write(tmp_path, "e.tsv", "user\tts\tamount\nA\t1700000000123\t2\nB\t1700006400000\t-3.25\n")
     events = read_events(path, mapping(time="unix_ms", extra_source='separator = "\\t"'))
     assert events["player_id"].to_list() == ["A", "B"]
-    assert events["event_time"].to_list() == [utc(2023, 11, 14, 22, 13, 20, 123000), utc(1970, 1, 2)]
+    assert events["event_time"].to_list() == [utc(2023, 11, 14, 22, 13, 20, 123000), utc(2023, 11, 15)]
     assert events["value"].to_list() == [2.0, -3.25]
 
 
@@ -74,7 +74,7 @@ def test_whitespace_strftime_with_crlf_and_leading_spaces(tmp_path):
 @pytest.mark.parametrize(
     ("time_format", "raw", "expected"),
     [
-        ("unix_s", "0", utc(1970, 1, 1)),
+        ("unix_s", "1700006400", utc(2023, 11, 15)),
         ("unix_s", "1700000000.5", utc(2023, 11, 14, 22, 13, 20, 500000)),
         ("unix_ms", "1700000000123.0", utc(2023, 11, 14, 22, 13, 20, 123000)),
         ("iso8601", "2024-03-01T10:20:30Z", utc(2024, 3, 1, 10, 20, 30)),
@@ -140,7 +140,11 @@ def test_jsonl_numbers_nested_properties_and_blank_lines(tmp_path):
 
 
 def test_quoted_csv_fields(tmp_path):
-    path = write(tmp_path, "e.csv", 'user,ts,amount,country\n"Doe, J.",5,"1.5","say ""hi"""\nk,6,2,\n')
+    path = write(
+        tmp_path,
+        "e.csv",
+        'user,ts,amount,country\n"Doe, J.",1700006400,"1.5","say ""hi"""\nk,1700006401,2,\n',
+    )
     events = read_events(path, mapping(extra_columns='country = "country"'))
     assert events["player_id"].to_list() == ["Doe, J.", "k"]
     assert events["country"].to_list() == ['say "hi"', None]
@@ -148,7 +152,7 @@ def test_quoted_csv_fields(tmp_path):
 
 
 def test_csv_without_header_uses_column_numbers(tmp_path):
-    path = write(tmp_path, "e.csv", "p1,60,1\np2,120,2\n")
+    path = write(tmp_path, "e.csv", "p1,1700006460,1\np2,1700006520,2\n")
     m = parse_mapping(
         '[source]\nformat = "csv"\nhas_header = false\n'
         '[columns]\nplayer_id = "column_1"\nevent_time = "column_2"\nevent_type = "column_3"\n'
@@ -157,7 +161,7 @@ def test_csv_without_header_uses_column_numbers(tmp_path):
     events = read_events(path, m)
     assert events["player_id"].to_list() == ["p1", "p2"]
     assert events["event_type"].to_list() == ["1", "2"]
-    assert events["event_time"].to_list() == [utc(1970, 1, 1, 0, 1), utc(1970, 1, 1, 0, 2)]
+    assert events["event_time"].to_list() == [utc(2023, 11, 15, 0, 1), utc(2023, 11, 15, 0, 2)]
 
 
 def test_missing_source_column_is_named_with_the_files_columns(tmp_path):
@@ -215,23 +219,25 @@ def test_invalid_utf8_names_the_line(tmp_path):
 
 
 def test_unparsed_time_and_value_keep_the_row(tmp_path):
-    path = write(tmp_path, "e.csv", "user,ts,amount\na,1700000000,1\nb,yesterday,n/a\nc,86400,nan\nd,,2\n")
+    path = write(
+        tmp_path, "e.csv", "user,ts,amount\na,1700000000,1\nb,yesterday,n/a\nc,1700006400,nan\nd,,2\n"
+    )
     events = read_events(path, mapping())
     assert events["player_id"].to_list() == ["a", "b", "c", "d"]
-    assert events["event_time"].to_list() == [utc(2023, 11, 14, 22, 13, 20), None, utc(1970, 1, 2), None]
-    assert events["event_time_raw"].to_list() == ["1700000000", "yesterday", "86400", ""]
+    assert events["event_time"].to_list() == [utc(2023, 11, 14, 22, 13, 20), None, utc(2023, 11, 15), None]
+    assert events["event_time_raw"].to_list() == ["1700000000", "yesterday", "1700006400", ""]
     assert events["value"].to_list() == [1.0, None, None, 2.0]
     assert events["value_raw"].to_list() == [None, "n/a", "nan", None]  # the text, for quarantine
     # Rows without a time are delivered on the file's latest event day.
     assert events["received_date"].to_list() == [
         date(2023, 11, 14),
-        date(2023, 11, 14),
-        date(1970, 1, 2),
-        date(2023, 11, 14),
+        date(2023, 11, 15),
+        date(2023, 11, 15),
+        date(2023, 11, 15),
     ]
     report = ingest(path, write(tmp_path, "m.toml", MAPPING_TOML), tmp_path / "landing")
     assert (report.rows, report.unparsed_times, report.unparsed_values) == (4, 2, 2)
-    assert (report.first_day, report.last_day) == (date(1970, 1, 2), date(2023, 11, 14))
+    assert (report.first_day, report.last_day) == (date(2023, 11, 14), date(2023, 11, 15))
 
 
 def test_no_parsable_time_at_all_is_an_error(tmp_path):
@@ -241,13 +247,16 @@ def test_no_parsable_time_at_all_is_an_error(tmp_path):
 
 
 def test_derived_event_ids_depend_on_the_rows_not_on_how_the_file_is_written(tmp_path):
-    text = "user,ts,amount\nu,1,2\nu,1,2\nw,5,1\n"
+    text = "user,ts,amount\nu,1700000001,2\nu,1700000001,2\nw,1700000005,1\n"
     first = read_events(write(tmp_path, "a.csv", text), mapping())
     ids = first["event_id"].to_list()
     assert len(set(ids)) == 3  # identical lines stay distinct events (a repeat purchase)
     assert ids[0].endswith("-0") and ids[1].endswith("-1") and ids[0][:-2] == ids[1][:-2]
     # a re-export: CRLF endings, a byte-order mark, quoted fields, a row appended
-    crlf = "\ufeff" + 'user,ts,amount\r\n"u",1,2\r\nu,"1",2\r\nw,5,1\r\nv,1,2\r\n'
+    crlf = (
+        "\ufeff"
+        + 'user,ts,amount\r\n"u",1700000001,2\r\nu,"1700000001",2\r\nw,1700000005,1\r\nv,1700000001,2\r\n'
+    )
     again = read_events(write(tmp_path, "b.csv", crlf), mapping())
     assert again["event_id"].to_list()[:3] == ids
     assert again["event_id"][3] not in ids
@@ -270,14 +279,14 @@ event_time = "unix_s"
 
 
 def test_ingest_twice_lands_once(tmp_path):
-    path = write(tmp_path, "e.csv", "user,ts,amount\nu,86400,2\nv,172800,3\n")
+    path = write(tmp_path, "e.csv", "user,ts,amount\nu,1700006400,2\nv,1700092800,3\n")
     mapping_path = write(tmp_path, "m.toml", MAPPING_TOML)
     landing = tmp_path / "landing"
     first = ingest(path, mapping_path, landing)
     second = ingest(path, mapping_path, landing)
     assert first.landed and not second.landed
     assert first.batch_id == second.batch_id
-    assert (first.rows, first.first_day, first.last_day) == (2, date(1970, 1, 2), date(1970, 1, 3))
+    assert (first.rows, first.first_day, first.last_day) == (2, date(2023, 11, 15), date(2023, 11, 16))
     assert [p.name for p in list_batches(landing)] == [f"{first.batch_id}.parquet"]
     rows = scan_landing(landing).collect()
     assert rows["source"].to_list() == ["e.csv", "e.csv"]
@@ -289,7 +298,7 @@ def test_ingest_twice_lands_once(tmp_path):
 
 
 def test_a_bad_file_lands_nothing(tmp_path):
-    path = write(tmp_path, "e.csv", "user,ts,amount\nu,86400,2\nv,172800\n")
+    path = write(tmp_path, "e.csv", "user,ts,amount\nu,1700006400,2\nv,1700092800\n")
     landing = tmp_path / "landing"
     with pytest.raises(IngestError, match="line 3"):
         ingest(path, write(tmp_path, "m.toml", MAPPING_TOML), landing)
@@ -373,9 +382,11 @@ def test_a_re_export_of_a_log_without_ids_is_not_counted_twice(tmp_path):
     mapping_path = write(tmp_path, "m.toml", MAPPING_TOML)
     landing = tmp_path / "landing"
     ingest(
-        write(tmp_path, "a.csv", "user,ts,amount\nu,86400,2\nu,86400,2\nv,172800,3\n"), mapping_path, landing
+        write(tmp_path, "a.csv", "user,ts,amount\nu,1700006400,2\nu,1700006400,2\nv,1700092800,3\n"),
+        mapping_path,
+        landing,
     )
-    crlf = "user,ts,amount\r\nu,86400,2\r\nu,86400,2\r\nv,172800,3\r\n"
+    crlf = "user,ts,amount\r\nu,1700006400,2\r\nu,1700006400,2\r\nv,1700092800,3\r\n"
     assert ingest(write(tmp_path, "b.csv", crlf), mapping_path, landing).landed  # other bytes: a new batch
     result = clean_events(scan_landing(landing), watermark_days=3)
     assert result.clean.height == 3
@@ -387,10 +398,48 @@ def test_a_value_that_is_not_a_finite_number_is_quarantined_with_its_text(tmp_pa
     from ml_assets.core.events.cleaning import clean_events
 
     landing = tmp_path / "landing"
-    source = f'user,ts,amount\nu,86400,2\nv,86400,"{text}"\n'
+    source = f'user,ts,amount\nu,1700006400,2\nv,1700006400,"{text}"\n'
     report = ingest(write(tmp_path, "e.csv", source), write(tmp_path, "m.toml", MAPPING_TOML), landing)
     assert report.unparsed_values == 1
     result = clean_events(scan_landing(landing), watermark_days=3)
     assert result.clean["player_id"].to_list() == ["u"]
     bad = result.quarantined.row(0, named=True)
     assert (bad["player_id"], bad["reason"], bad["value_raw"]) == ("v", "malformed_value", text)
+
+
+@pytest.mark.parametrize(
+    ("time_format", "bad", "reason"),
+    [
+        ("unix_ms", "1700000000", "event_time_before_earliest"),  # seconds declared as ms: 1970-01-20
+        ("unix_s", "4102444800", "event_time_in_future"),  # 2100-01-01
+        ("unix_s", "253402214400", "event_time_in_future"),  # 9999-12-31
+        ("unix_s", "1700000000000", "malformed_event_time"),  # ms declared as seconds: year 55,800
+        ("unix_s", "100000", "event_time_before_earliest"),  # 1970-01-02
+    ],
+)
+def test_an_implausible_time_is_quarantined_and_never_stretches_the_window(
+    tmp_path, time_format, bad, reason
+):
+    from ml_assets.core.events.cleaning import clean_events
+
+    good = "1700000000000" if time_format == "unix_ms" else "1700000000"  # 2023-11-14
+    landing = tmp_path / "landing"
+    toml = MAPPING_TOML.replace('event_time = "unix_s"', f'event_time = "{time_format}"')
+    path = write(tmp_path, "e.csv", f"user,ts,amount\nu,{good},1\nv,{bad},2\n")
+    report = ingest(path, write(tmp_path, "m.toml", toml), landing)
+    assert (report.first_day, report.last_day) == (date(2023, 11, 14), date(2023, 11, 14))
+    window = read_window(landing)
+    assert window is not None and (window.first_day, window.last_day) == (report.first_day, report.last_day)
+    landed = scan_landing(landing).collect()
+    assert landed["partition_date"].to_list() == [date(2023, 11, 14)] * 2  # on the good day
+    result = clean_events(scan_landing(landing), watermark_days=3)
+    assert result.clean["player_id"].to_list() == ["u"]
+    assert result.quarantined.select("player_id", "reason").rows() == [("v", reason)]
+
+
+def test_a_file_with_no_plausible_time_is_refused_naming_the_unit(tmp_path):
+    toml = MAPPING_TOML.replace('event_time = "unix_s"', 'event_time = "unix_ms"')
+    path = write(tmp_path, "e.csv", "user,ts,amount\nu,1700000000,1\nv,1700000100,2\n")  # seconds, not ms
+    with pytest.raises(IngestError, match=r"no 'ts' value is a plausible time \(from 1990-01-01"):
+        ingest(path, write(tmp_path, "m.toml", toml), tmp_path / "landing")
+    assert not (tmp_path / "landing").exists() or not list((tmp_path / "landing").glob("*.parquet"))
