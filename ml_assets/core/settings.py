@@ -51,6 +51,9 @@ class LakeSettings(Table):
 
 class CleaningSettings(Table):
     watermark_days: NonNegativeInt = 3  # events arriving more than this many days late are quarantined
+    # an event id clean on one of this many earlier days is a duplicate (Amplitude's insert_id
+    # window; Segment keeps about one day): redeliveries and re-exports come within a week
+    dedup_horizon_days: NonNegativeInt = 7
     # rows with a longer field are quarantined as field_too_long (characters)
     max_field_chars: PositiveInt = 1_000  # ids, event type, platform, country, app version
     max_properties_chars: PositiveInt = 100_000  # the JSON properties

@@ -7,16 +7,23 @@ import polars as pl
 
 from ml_assets.core.days import day_chunks
 from ml_assets.core.events.cleaning import clean_events as split_clean
-from ml_assets.core.events.cleaning import reason_counts
+from ml_assets.core.events.cleaning import dedup_window, reason_counts, repeats_within
 from ml_assets.core.events.landing import list_batches, scan_landing
 from ml_assets.core.schemas import CleanEvents, QuarantinedEvents, RawEvents
 from ml_assets.core.settings import Settings
 from ml_assets.defs.checks import ChunkedSchemaCheck, schema_check_result, schema_check_spec
-from ml_assets.defs.partitions import run_window
+from ml_assets.defs.partitions import ONE_DAY, run_window
 from ml_assets.defs.resources import LakeResource
 from ml_assets.defs.stage import stage_defs
 from ml_assets.lake.io_manager import FrameChunks
-from ml_assets.lake.tables import CLEAN_EVENTS, EVENT_TABLES, QUARANTINED_EVENTS, RAW_EVENTS, committed_rows
+from ml_assets.lake.tables import (
+    CLEAN_EVENTS,
+    EVENT_TABLES,
+    QUARANTINED_EVENTS,
+    RAW_EVENTS,
+    committed_rows,
+    prior_clean_ids,
+)
 
 SINGLE_RUN = dg.BackfillPolicy.single_run()
 BATCH_ROWS = 500_000
@@ -71,6 +78,12 @@ def event_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.De
             schema_check_spec(CLEAN_EVENTS, blocking=True),
             schema_check_spec(QUARANTINED_EVENTS, blocking=False),
             dg.AssetCheckSpec(
+                name="unique_event_ids",
+                asset=CLEAN_EVENTS,
+                blocking=True,
+                description="no event id is clean twice within [cleaning] dedup_horizon_days of its days",
+            ),
+            dg.AssetCheckSpec(
                 name="every_raw_row_accounted_for",
                 asset=CLEAN_EVENTS,
                 blocking=True,
@@ -87,13 +100,26 @@ def event_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.De
         first, last = run_window(context)
         raw_rows, quarantined = [0], []
 
+        horizon = settings.cleaning.dedup_horizon_days
+        # ids clean on the days just before the run's first; then, piece by piece, this run's own
+        earlier = prior_clean_ids(lake.table_uri(CLEAN_EVENTS), *dedup_window(first, horizon))
+
         def clean_pieces() -> Iterator[pl.DataFrame]:
-            # a week of event days at a time: duplicates share their event day, so each piece dedups fully
+            nonlocal earlier
+            # a week of event days at a time, each checked against the ids of the horizon before it
             for start, end in day_chunks(first, last, settings.features.chunk_days):
                 raw = raw_events.filter(pl.col("partition_date").is_between(start, end)).collect()
                 raw_rows[0] += raw.height
+                seen = earlier.filter(pl.col("event_date") >= dedup_window(start, horizon)[0])["event_id"]
                 result = split_clean(
-                    raw.lazy(), watermark, settings.cleaning.limits(), settings.cleaning.time_bounds()
+                    raw.lazy(),
+                    watermark,
+                    settings.cleaning.limits(),
+                    settings.cleaning.time_bounds(),
+                    seen_ids=seen,
+                )
+                earlier = pl.concat([earlier, result.clean.select("event_id", "event_date")]).filter(
+                    pl.col("event_date") >= dedup_window(end + ONE_DAY, horizon)[0]
                 )
                 quarantined.append(
                     result.quarantined
@@ -111,6 +137,15 @@ def event_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.De
         )
         yield clean_check.result()
         yield schema_check_result(rejected, QuarantinedEvents, QUARANTINED_EVENTS)
+        # the committed clean ids of the run's days and the horizon before them: each once
+        ids = prior_clean_ids(lake.table_uri(CLEAN_EVENTS), dedup_window(first, horizon)[0], last)
+        repeated = repeats_within(ids, horizon)
+        yield dg.AssetCheckResult(
+            check_name="unique_event_ids",
+            asset_key=CLEAN_EVENTS,
+            passed=repeated == 0,
+            metadata={"ids_checked": ids.height, "repeated": repeated, "horizon_days": horizon},
+        )
         # counted in the committed tables, not in this run's memory: clean and quarantined rows are
         # two Delta commits, and whatever left them out of step (a kill between the two, a hand
         # edit) fails this blocking check until a rerun of the days replaces both

@@ -135,3 +135,12 @@ def committed_rows(uri: str, column: str, first: date, last: date) -> int:
     return int(
         pl.scan_delta(table).filter(pl.col(column).is_between(first, last)).select(pl.len()).collect().item()
     )
+
+
+def prior_clean_ids(uri: str, first: date, last: date) -> pl.DataFrame:
+    """event_id and event_date of the committed clean events of days [first, last] (none: no table)."""
+    table = open_table(uri)
+    if table is None or last < first:
+        return pl.DataFrame(schema={"event_id": pl.String, "event_date": pl.Date})
+    scan = pl.scan_delta(table).filter(pl.col("event_date").is_between(first, last))
+    return scan.select("event_id", "event_date").collect()

@@ -29,9 +29,8 @@ def _load(tmp_path, text: str):
         ),
         (
             "[cleaning]\nwatermark = 5\n",
-            "cleaning.watermark: unknown key; known: "
-            "['earliest_event_date', 'max_field_chars', 'max_future_skew_hours', 'max_properties_chars', "
-            "'watermark_days']",
+            "cleaning.watermark: unknown key; known: ['dedup_horizon_days', 'earliest_event_date', "
+            "'max_field_chars', 'max_future_skew_hours', 'max_properties_chars', 'watermark_days']",
         ),
         ("[models.churn]\ntuning_trial = 3\n", "models.churn.tuning_trial: unknown key; known: ["),
         ("[nope]\na = 1\n", "unknown section(s) ['[nope]']"),

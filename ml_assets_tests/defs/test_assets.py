@@ -69,6 +69,35 @@ def test_late_batch_lands_in_its_event_day_on_rerun(small_lake, instance):
     assert clean.filter(pl.col("event_id") == "late-1")["event_date"].to_list() == [day]
 
 
+def test_an_event_id_seen_on_an_earlier_day_is_a_duplicate_within_the_horizon(small_lake, instance):
+    """A copy of an event id on a later day, in another batch and another 7-day cleaning piece, is
+    quarantined as a duplicate within [cleaning] dedup_horizon_days (7); past it, it is new."""
+    select = ["raw_events", "clean_events", "quarantined_events"]
+    assert run_graph(small_lake, instance, FIRST, LAST, select).success
+    original = read_table(small_lake, "clean_events").filter(pl.col("event_date") == date(2025, 1, 6)).head(1)
+    event_id = original["event_id"][0]
+
+    def copy_on(day: date, batch: str) -> None:
+        moved = original.with_columns(
+            event_time=pl.col("event_time") + pl.duration(days=(day - date(2025, 1, 6)).days),
+            received_date=pl.lit(day),
+        )
+        write_batch(small_lake.landing_dir, moved, batch, f"{batch}.csv")
+
+    copy_on(date(2025, 1, 9), "copy-in-horizon")  # 3 days later, across the 7-day piece boundary
+    copy_on(date(2025, 1, 20), "copy-past-horizon")  # 14 days later
+    result = run_graph(small_lake, instance, FIRST, LAST, select)
+    assert result.success and check_results(result)["clean_events:unique_event_ids"]
+    clean = read_table(small_lake, "clean_events").filter(pl.col("event_id") == event_id)
+    assert sorted(clean["event_date"].to_list()) == [date(2025, 1, 6), date(2025, 1, 20)]
+    dup = read_table(small_lake, "quarantined_events").filter(pl.col("event_id") == event_id)
+    assert dup.select("partition_date", "reason").rows() == [(date(2025, 1, 9), "duplicate_event_id")]
+    # rerunning only the copy's day: still a duplicate (the earlier days are read from the table)
+    assert run_graph(small_lake, instance, "2025-01-09", "2025-01-09", select).success
+    dup = read_table(small_lake, "quarantined_events").filter(pl.col("event_id") == event_id)
+    assert dup["reason"].to_list() == ["duplicate_event_id"]
+
+
 def test_model_assets_train_gate_score_and_record_the_version(small_lake, instance):
     result = run_graph(small_lake, instance, FIRST, LAST)
     assert result.success, check_results(result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 import polars as pl
 
@@ -93,12 +94,14 @@ def clean_events(
     watermark_days: int,
     limits: FieldLimits = FieldLimits(),
     bounds: TimeBounds = TimeBounds(),
+    seen_ids: pl.Series | None = None,
 ) -> CleanResult:
     """Split landed rows (with `partition_date`) into clean events and quarantined rows.
 
     Duplicate deliveries of one event_id keep the earliest delivery (then the first batch) and
-    quarantine the rest, so re-landing an event never double counts it. Types are stripped of
-    surrounding blanks; the vocabulary stays open, only a null or empty type is invalid.
+    quarantine the rest, so re-landing an event never double counts it; an id in `seen_ids` (clean
+    on earlier days, see `dedup_window`) is a duplicate too. Types are stripped of surrounding
+    blanks; the vocabulary stays open, only a null or empty type is invalid.
     """
     ranked = (
         landed.with_columns(reason=rejection_reason(watermark_days, limits, bounds))
@@ -109,7 +112,9 @@ def clean_events(
             _dup=pl.int_range(pl.len()).over(["event_id", pl.col("reason").is_null()])
         )
         .with_columns(
-            reason=pl.when(pl.col("reason").is_null() & (pl.col("_dup") > 0))
+            reason=pl.when(
+                pl.col("reason").is_null() & ((pl.col("_dup") > 0) | pl.col("event_id").is_in(_ids(seen_ids)))
+            )
             .then(pl.lit("duplicate_event_id"))
             .otherwise(pl.col("reason"))
         )
@@ -124,6 +129,24 @@ def clean_events(
     )
     quarantined = ranked.filter(pl.col("reason").is_not_null()).sort(["partition_date", "event_id"])
     return CleanResult(clean=clean, quarantined=quarantined)
+
+
+def _ids(seen: pl.Series | None) -> pl.Series:
+    return pl.Series("seen", [], dtype=pl.String) if seen is None else seen.cast(pl.String)
+
+
+def dedup_window(first: date, horizon_days: int) -> tuple[date, date]:
+    """The earlier days whose clean event ids a cleaning of days from `first` on must not repeat."""
+    return first - timedelta(days=horizon_days), first - timedelta(days=1)
+
+
+def repeats_within(ids: pl.DataFrame, horizon_days: int) -> int:
+    """Clean rows (event_id, event_date) whose id is clean again within `horizon_days` of an earlier
+    copy: what the dedup rule must leave at zero. Copies further apart are distinct events."""
+    gaps = ids.sort("event_id", "event_date").select(
+        (pl.col("event_date").diff().over("event_id").dt.total_days() <= horizon_days).sum()
+    )
+    return int(gaps.item())
 
 
 def reason_counts(quarantined: pl.DataFrame) -> dict[str, int]:

@@ -97,3 +97,35 @@ def test_a_field_over_its_limit_is_quarantined_not_featurised():
         ("b", "field_too_long"),
         ("c", "field_too_long"),
     ]
+
+
+def test_ids_seen_on_earlier_days_and_repeats_within_the_horizon():
+    from ml_assets.core.events.cleaning import repeats_within
+
+    day = date(2025, 1, 9)
+    rows = pl.DataFrame(
+        {
+            "event_id": ["old", "new"],
+            "player_id": ["p", "p"],
+            "event_time": [datetime(2025, 1, 9, 12, tzinfo=UTC)] * 2,
+            "event_type": ["play", "play"],
+            "received_date": [day, day],
+        }
+    )
+    landed = conform(rows, "batch", "test").with_columns(partition_day()).lazy()
+    result = clean_events(landed, watermark_days=3, seen_ids=pl.Series(["old"]))
+    assert result.clean["event_id"].to_list() == ["new"]
+    assert result.quarantined.select("event_id", "reason").rows() == [("old", "duplicate_event_id")]
+    ids = pl.DataFrame(
+        {
+            "event_id": ["a", "a", "b", "b", "c"],
+            "event_date": [
+                date(2025, 1, 1),
+                date(2025, 1, 8),
+                date(2025, 1, 1),
+                date(2025, 1, 9),
+                date(2025, 1, 1),
+            ],
+        }
+    )
+    assert repeats_within(ids, horizon_days=7) == 1  # a, 7 days apart; b is 8 days apart
