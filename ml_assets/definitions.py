@@ -9,6 +9,7 @@ from ml_assets.core.settings import Settings, load_settings
 from ml_assets.defs.automation import automation_defs
 from ml_assets.defs.events import event_defs
 from ml_assets.defs.features import feature_defs
+from ml_assets.defs.maintenance import maintenance_defs
 from ml_assets.defs.model import model_defs
 from ml_assets.defs.partitions import daily_partitions
 from ml_assets.defs.resources import resource_defs
@@ -23,6 +24,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         feature_defs(settings, partitions),
         *[model_defs(spec, settings, partitions) for spec in settings.specs],
         automation_defs(settings, partitions),
+        maintenance_defs(settings),
     )
 
 

@@ -223,6 +223,25 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mb(n: int | None) -> str:
+    return "?" if n is None else f"{n / 1e6:.1f}"
+
+
+def cmd_maintain(args: argparse.Namespace) -> int:
+    from ml_assets.lake.maintenance import maintain_lake
+
+    settings = _settings(args)
+    done = maintain_lake(settings, "ml-assets maintain")
+    for t in done:
+        size = "" if t.bytes_before is None else f"; {_mb(t.bytes_before)} -> {_mb(t.bytes_after)} MB"
+        work = f"{t.files_compacted} files compacted into {t.files_added}, {t.files_vacuumed} vacuumed"
+        print(f"{t.table:<32} {work}{size}")
+    before = sum(t.bytes_before or 0 for t in done)
+    after = sum(t.bytes_after or 0 for t in done)
+    print(f"{len(done)} tables maintained; {_mb(before)} -> {_mb(after)} MB")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from ml_assets.app.runner import instance_for, write_workspace
 
@@ -322,6 +341,9 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--model")
     ex.add_argument("--json", action="store_true")
     ex.set_defaults(func=cmd_experiments)
+
+    mt = sub.add_parser("maintain", help="compact, checkpoint and vacuum the lake's Delta tables")
+    mt.set_defaults(func=cmd_maintain)
 
     u = sub.add_parser("ui", help="start the Dagster UI on this lake's instance")
     u.add_argument("--host", default="127.0.0.1")

@@ -47,6 +47,10 @@ class LakeSettings(Table):
     uri: Text = ""  # empty: <home>/lake on local disk; else e.g. s3://bucket/prefix
     # a run waits this long for the run writing the lake to finish (one writer at a time), then fails
     writer_wait_seconds: NonNegativeFloat = 600
+    # lake_maintenance (daily, and `ml-assets maintain`): compaction, checkpoints, and VACUUM of
+    # files no version younger than this needs (Delta's own default: 7 days of time travel)
+    vacuum_retention_hours: NonNegativeInt = 168
+    maintenance_cron: Text = "0 5 * * *"  # when the lake_maintenance schedule runs (UTC)
 
 
 class CleaningSettings(Table):

@@ -144,8 +144,11 @@ def test_model_assets_train_gate_score_and_record_the_version(small_lake, instan
 def test_retraining_on_the_same_inputs_is_the_same_version(small_lake, instance):
     first = run_graph(small_lake, instance, FIRST, LAST)
     version = first.asset_materializations_for_node("churn_model")[0].metadata["model_version"].value
-    again = run_graph(small_lake, instance, FIRST, LAST, ["churn_model"])
+    # the training set is rewritten (a new Delta version) with the same rows: the same version, no
+    # retraining, no second experiment
+    again = run_graph(small_lake, instance, FIRST, LAST, ["churn_training_set", "churn_model"])
     assert again.asset_materializations_for_node("churn_model")[0].metadata["model_version"].value == version
+    assert DeltaTable(f"{small_lake.lake_uri}/churn_training_set").version() >= 1
     assert [p.stem for p in (small_lake.models_dir / "churn").glob("*.txt")] == [version]
     runs = list_runs(f"{small_lake.lake_uri}/experiments", "churn")
     assert runs["version"].to_list() == [version]

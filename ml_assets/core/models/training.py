@@ -132,13 +132,12 @@ def data_fingerprint(frame: pl.DataFrame) -> str:
     return hashlib.sha256(frame.hash_rows(seed=42).to_numpy().tobytes()).hexdigest()[:16]
 
 
-def model_version(
-    spec: ModelSpec, input_versions: dict[str, int], code_version: str, fingerprint: str = ""
-) -> str:
-    """The version a training on these inputs produces: a hash of spec, input Delta versions, the
-    training rows' fingerprint and code."""
+def model_version(spec: ModelSpec, code_version: str, fingerprint: str) -> str:
+    """The version a training on these rows produces: a hash of spec, code and the training rows'
+    content. Not of the inputs' Delta versions: a rerun rewrites the tables, so their version
+    numbers move although not one row changed, and the same rows must give the same version."""
     payload = json.dumps(
-        {"spec": spec.as_dict(), "inputs": input_versions, "code": code_version, "rows": fingerprint},
+        {"spec": spec.as_dict(), "code": code_version, "rows": fingerprint},
         sort_keys=True,
         default=str,
     )
@@ -270,7 +269,7 @@ def train_model(
             f"{spec.name}: training set has {training_set.height} rows and label values {classes}: "
             "need rows of both classes to train (more days of data, or a different horizon)"
         )
-    version = model_version(spec, input_versions, code_version, data_fingerprint(training_set))
+    version = model_version(spec, code_version, data_fingerprint(training_set))
     known = find(spec.name, version) if find else None
     if known is not None:
         return known
