@@ -9,6 +9,7 @@ source text in `event_time_raw` / `value_raw`, so cleaning can quarantine it wit
 from __future__ import annotations
 
 import codecs
+import csv
 import hashlib
 import io
 import json
@@ -137,34 +138,43 @@ def _lines(text: str) -> pl.DataFrame:
     return frame.filter(pl.col("text").str.strip_chars() != "")
 
 
+def _quoted_csv(text: str, name: str, sep: str) -> pl.DataFrame:
+    """RFC 4180 records of `text` (quoted fields may hold the separator, doubled quotes and line
+    breaks), each with the line it starts on, as `_lines` frames them but with the fields split."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quotechar='"', strict=True)
+    starts, records, line = [], [], 1
+    try:
+        for record in reader:
+            if record and any(field.strip() for field in record):  # blank lines are not records
+                starts.append(line)
+                records.append(record)
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise IngestError(f"{name}: line {line}: a quoted field is not closed ({exc})") from exc
+    return pl.DataFrame(
+        {LINE: starts, "fields": records}, schema={LINE: pl.UInt32, "fields": pl.List(pl.String)}
+    )
+
+
 def _read_csv(data: bytes, name: str, mapping: EventMapping) -> pl.DataFrame:
-    lines = _lines(_decode(data, name))
-    if lines.height == 0:
-        raise IngestError(f"{name}: file is empty")
+    text = _decode(data, name)
     sep = mapping.separator
-    text = pl.col("text")
-    quoted = sep != "whitespace" and b'"' in data
-    if sep == "whitespace":
-        fields = text.str.extract_all(r"\S+")
-    elif not quoted:
-        fields = text.str.split(sep)
+    if sep != "whitespace" and '"' in text:
+        # quotes: Python's csv module, RFC 4180 (a field may span lines), records kept with their lines
+        rows = _quoted_csv(text, name, sep)
     else:
-        # Quoted fields may hold the separator; one may not span lines (we count fields per line).
-        odd = lines.filter(text.str.count_matches('"', literal=True) % 2 == 1)
-        if odd.height:
-            raise IngestError(
-                f"{name}: line {odd[LINE][0]}: unbalanced quote (a quoted field spanning lines "
-                "is not supported)"
-            )
-        esc = "\\t" if sep == "\t" else sep
-        # Prefixing the separator makes every field start with one, so empty fields are matched too.
-        fields = (pl.lit(sep) + text).str.extract_all(f'{esc}("(?:[^"]|"")*"|[^{esc}]*)')
-    rows = lines.select(LINE, fields.alias("fields"))
-    del lines  # the split fields replace the text: halves peak memory on big files
+        lines = _lines(text)
+        split = (
+            pl.col("text").str.extract_all(r"\S+") if sep == "whitespace" else pl.col("text").str.split(sep)
+        )
+        rows = lines.select(LINE, split.alias("fields"))
+        del lines  # the split fields replace the text: halves peak memory on big files
+    del text
+    if rows.height == 0:
+        raise IngestError(f"{name}: file is empty")
 
     def field(i: int) -> pl.Expr:
-        value = pl.col("fields").list.get(i, null_on_oob=True)
-        return _unquote(value.str.slice(1)) if quoted else value
+        return pl.col("fields").list.get(i, null_on_oob=True)
 
     if mapping.has_header:
         header = rows.head(1).select(pl.col("fields").list.len().alias("n"), LINE)
@@ -187,13 +197,6 @@ def _read_csv(data: bytes, name: str, mapping: EventMapping) -> pl.DataFrame:
     _check_columns(name, mapping, file_columns)
     wanted = dict.fromkeys(mapping.columns.values())
     return rows.select(LINE, *(field(file_columns.index(c)).alias(c) for c in wanted))
-
-
-def _unquote(field: pl.Expr) -> pl.Expr:
-    """A CSV field without its surrounding quotes, doubled quotes inside undone."""
-    is_quoted = field.str.starts_with('"') & field.str.ends_with('"') & (field.str.len_chars() >= 2)
-    inner = field.str.slice(1, field.str.len_chars() - 2).str.replace_all('""', '"', literal=True)
-    return pl.when(is_quoted).then(inner).otherwise(field)
 
 
 def _read_parquet(data: bytes, name: str, mapping: EventMapping) -> pl.DataFrame:

@@ -182,7 +182,7 @@ def test_ragged_csv_names_the_line(tmp_path):
     with pytest.raises(IngestError, match=r"line 2: expected 3 fields, found 4"):
         read_events(path, mapping(extra_source='separator = "whitespace"'))
     path = write(tmp_path, "q.csv", 'user,ts,amount\nu,1,2\n"u,1,2\n')
-    with pytest.raises(IngestError, match=r"line 3: unbalanced quote"):
+    with pytest.raises(IngestError, match=r"line 3: a quoted field is not closed"):
         read_events(path, mapping())
 
 
@@ -443,3 +443,15 @@ def test_a_file_with_no_plausible_time_is_refused_naming_the_unit(tmp_path):
     with pytest.raises(IngestError, match=r"no 'ts' value is a plausible time \(from 1990-01-01"):
         ingest(path, write(tmp_path, "m.toml", toml), tmp_path / "landing")
     assert not (tmp_path / "landing").exists() or not list((tmp_path / "landing").glob("*.parquet"))
+
+
+def test_rfc_4180_quoted_fields_span_lines_and_errors_keep_line_numbers(tmp_path):
+    props = 'user,ts,amount,note\n"u",1700000000,1,"two\nlines, ""quoted"""\nv,1700000001,2,plain\n'
+    m = mapping(extra_columns='properties = "note"')
+    events = read_events(write(tmp_path, "e.csv", props), m)
+    assert events["player_id"].to_list() == ["u", "v"]
+    assert events["properties"].to_list() == ['two\nlines, "quoted"', "plain"]
+    # records after a two-line field keep their own line numbers: w is on line 5
+    ragged = props + "w,1700000002\n"
+    with pytest.raises(IngestError, match=r"e2\.csv: line 5: expected 4 fields, found 2"):
+        read_events(write(tmp_path, "e2.csv", ragged), m)
