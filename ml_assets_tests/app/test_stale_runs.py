@@ -6,10 +6,12 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from ml_assets.app.cli import main
 from ml_assets.app.stale_runs import HOST_TAG, PID_TAG, fail_dead_runs
@@ -47,31 +49,51 @@ def test_only_runs_of_dead_processes_on_this_host_are_failed(tmp_path):
     assert instance.get_run_by_id("elsewhere").status == STARTED
 
 
+TABLES = ("raw_events", "clean_events", "quarantined_events", "player_features")
+SELECT = "raw_events,clean_events,player_features"
+SIMULATE = ["simulate", "--players", "300", "--days", "20", "--seed", "3"]
+
+
 def _counts(home: Path) -> dict[str, int]:
-    return {
-        t: pl.read_delta(str(home / "lake" / t)).height
-        for t in ("raw_events", "clean_events", "quarantined_events")
-    }
+    out = {}
+    for table in TABLES:
+        path = home / "lake" / table
+        out[table] = pl.read_delta(str(path)).height if (path / "_delta_log").exists() else 0
+    return out
 
 
-def test_kill_9_mid_run_then_status_and_a_rerun_converge(tmp_path, capsys):
-    killed, clean = tmp_path / "killed", tmp_path / "never_killed"
-    for home in (killed, clean):
-        assert main(["--home", str(home), "simulate", "--players", "300", "--days", "20", "--seed", "3"]) == 0
-    assert main(["--home", str(clean), "materialize", "--select", "raw_events,clean_events"]) == 0
-    expected = _counts(clean)
-    assert expected["raw_events"] == expected["clean_events"] + expected["quarantined_events"]
+@pytest.fixture(scope="module")
+def never_killed(tmp_path_factory) -> dict[str, int]:
+    home = tmp_path_factory.mktemp("never_killed") / "h"
+    assert main(["--home", str(home), *SIMULATE]) == 0
+    assert main(["--home", str(home), "materialize", "--select", SELECT]) == 0
+    counts = _counts(home)
+    assert counts["raw_events"] == counts["clean_events"] + counts["quarantined_events"]
+    return counts
 
+
+# kill -9 points: at a step's start (the one before committed, this one not begun), and a fraction
+# of a second into a step (in the middle of its reads, pieces or commits)
+KILL_POINTS = [("[start] cleaned", 0.0), ("[start] cleaned", 0.4), ("[start] player_features", 0.3)]
+
+
+@pytest.mark.parametrize(("marker", "delay_s"), KILL_POINTS)
+def test_kill_9_mid_run_then_status_and_a_rerun_converge(tmp_path, capsys, never_killed, marker, delay_s):
+    killed = tmp_path / "killed"
+    assert main(["--home", str(killed), *SIMULATE]) == 0
     env = {**os.environ, HOME_ENV: str(killed)}
     script = Path(sys.executable).with_name("ml-assets")
     proc = subprocess.Popen(
-        [str(script), "--home", str(killed), "materialize"], env=env, stderr=subprocess.PIPE, text=True
+        [str(script), "--home", str(killed), "materialize", "--select", SELECT],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stderr is not None
-    # kill as soon as clean events are being written: the run is in the middle of its graph
     for line in proc.stderr:
-        if "[done ] cleaned" in line or "[start] player_features" in line:
+        if marker in line:
             break
+    time.sleep(delay_s)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     capsys.readouterr()
@@ -80,7 +102,6 @@ def test_kill_9_mid_run_then_status_and_a_rerun_converge(tmp_path, capsys):
     assert "left in progress by a dead process: marked failed" in capsys.readouterr().err
     instance = dg.DagsterInstance.from_config(str(killed / "dagster"))
     assert [r.status for r in instance.get_runs()] == [dg.DagsterRunStatus.FAILURE]
-    for table in ("raw_events", "clean_events", "quarantined_events"):
-        pl.read_delta(str(killed / "lake" / table))  # every committed table opens
-    assert main(["--home", str(killed), "materialize", "--select", "raw_events,clean_events"]) == 0
-    assert _counts(killed) == expected
+    _counts(killed)  # every committed table opens
+    assert main(["--home", str(killed), "materialize", "--select", SELECT]) == 0
+    assert _counts(killed) == never_killed
