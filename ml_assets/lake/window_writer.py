@@ -21,6 +21,8 @@ import polars as pl
 from deltalake import DeltaTable, Schema
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
+from ml_assets.lake.tables import open_table
+
 _STATS_MINMAX = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64, pl.Date)
 
 
@@ -87,12 +89,13 @@ class WindowWriter:
         Creates the table (partitioned by the column) when it does not exist. Returns the new version.
         """
         arrow_schema = Schema.from_arrow(schema_frame.head(0).to_arrow().schema)
-        if not (self.root / "_delta_log").is_dir():
+        table = open_table(str(self.root))
+        if table is None:
+            # no committed version yet: a folder a killed first write left behind counts as no table
             create_table_with_add_actions(
                 str(self.root), arrow_schema, self.actions, mode="error", partition_by=[self.column]
             )
             return DeltaTable(str(self.root)).version()
-        table = DeltaTable(str(self.root))
         now = int(time.time() * 1000)
         removes = [
             RemoveAction(

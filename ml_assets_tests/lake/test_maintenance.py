@@ -54,3 +54,17 @@ def test_the_lake_maintenance_job_runs_under_dagster_with_the_lock(tmp_path):
     )
     assert result.success
     assert (home / "lake" / "clean_events" / "_delta_log" / "_last_checkpoint").exists()
+
+
+def test_a_never_committed_table_folder_is_ignored_then_written_over(tmp_path, capsys):
+    """What a kill during a table's first commit leaves: data files and a half-written log entry."""
+    home = tmp_path / "h"
+    assert main(["--home", str(home), "simulate", "--players", "50", "--days", "3"]) == 0
+    stray = home / "lake" / "clean_events"
+    (stray / "_delta_log").mkdir(parents=True)
+    pl.DataFrame({"x": [1]}).write_parquet(stray / "part-00000-stray.parquet")
+    (stray / "_delta_log" / "_commit_0123.json.tmp").write_text("{")
+    assert main(["--home", str(home), "status"]) == 0
+    assert "clean_events         not materialized" in capsys.readouterr().out
+    assert main(["--home", str(home), "materialize", *SELECT]) == 0
+    assert pl.read_delta(str(stray)).columns[0] == "event_id"
