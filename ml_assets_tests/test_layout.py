@@ -61,6 +61,6 @@ def test_definitions_only_merges_stages():
         "ml_assets.core.settings",
         *{
             f"ml_assets.defs.{m}"
-            for m in ("automation", "events", "features", "model", "partitions", "resources")
+            for m in ("automation", "events", "features", "maintenance", "model", "partitions", "resources")
         },
     }

@@ -25,7 +25,11 @@ def test_every_sensor_and_schedule_is_defined_running(small_lake):
         "default_automation_condition_sensor",
     }
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in defs.sensors)
-    assert {s.name for s in defs.schedules} == {"daily_refresh", "weekly_retrain"}
+    assert {s.name for s in defs.schedules} == {
+        "daily_refresh",
+        "weekly_retrain",
+        "lake_maintenance_schedule",
+    }
     assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in defs.schedules)
 
 
