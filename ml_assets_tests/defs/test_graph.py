@@ -21,8 +21,8 @@ def test_whole_graph_from_the_simulator(tmp_path, instance):
     assert result.success
     checks = check_results(result)
     assert data_checks_passed(result), checks
-    # schema checks of 11 tables, row accounting, 2 beats_baseline, freshness of 5 tables
-    assert len(checks) == 20, sorted(checks)
+    # schema checks of 11 tables, row accounting, unique ids, 2 beats_baseline, freshness of 5 tables
+    assert len(checks) == 21, sorted(checks)
     meta = result.asset_materializations_for_node("churn_model")[0].metadata
     # behaviour drives churn in the simulator: the model must beat recency alone
     assert meta["test/roc_auc"].value > 0.7
