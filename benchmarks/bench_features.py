@@ -1,12 +1,12 @@
-"""Benchmark of the feature step: ml_assets' `player_features` against a hand-written Polars query and pandas.
+"""Benchmark of the feature step: ml_assets' `player_features` against hand-written Polars, DuckDB and pandas.
 
 For each size, clean events come from the simulator through ml_assets' own cleaning (cached as Parquet
 under benchmarks/.cache). Each variant then runs in its own Python process, which loads the events,
 computes the features of every snapshot day of the data (first..last event day) and reports wall time
-and its own peak RSS. On the 1M set the three variants' outputs are first compared value by value.
+and its own peak RSS. On the 1M set the four variants' outputs are first compared value by value.
 
-    /tmp/venv/bin/python benchmarks/bench_features.py --sizes 1m,10m
-    /tmp/venv/bin/python benchmarks/bench_features.py --sizes 1m --skip-pandas
+    .venv/bin/python benchmarks/bench_features.py --sizes 1m,10m
+    .venv/bin/python benchmarks/bench_features.py --sizes 1m --skip-pandas
 """
 
 from __future__ import annotations
@@ -47,10 +47,11 @@ from common import (
 WINDOWS = (1, 7, 28)
 ATTRS = ("platform", "country", "app_version")
 KEY = ["player_id", "snapshot_date"]
-VARIANTS = ("ours", "polars_hand", "pandas")
+VARIANTS = ("ours", "polars_hand", "duckdb", "pandas")
 LABELS = {
     "ours": "ml_assets player_features",
     "polars_hand": "hand-written Polars (dense grid + rolling)",
+    "duckdb": "DuckDB SQL (dense grid + window functions)",
     "pandas": "pandas (vectorised, dense grid)",
 }
 INPUT_COLUMNS = ["player_id", "event_time", "event_id", "event_type", "value", "event_date", *ATTRS]
@@ -184,6 +185,130 @@ def polars_features(
             )
         )
     return feats.with_columns(game).sort(KEY)
+
+
+# ---------------------------------------------------------------------------------------------------
+# (c) The same features in DuckDB SQL, the peer a team would pick: a dense (player, day) grid and
+# window functions (`ROWS BETWEEN w - 1 PRECEDING`, running sums, `last_value ... IGNORE NULLS`).
+
+
+def duckdb_features(
+    events: pl.DataFrame, first: date, last: date, windows: Sequence[int] = WINDOWS
+) -> pl.DataFrame:
+    """Feature snapshots for [first, last] as one DuckDB query over `events` (Arrow, no copy)."""
+    import duckdb
+
+    types, valued = event_kinds(events.lazy().filter(pl.col("event_date") <= last))
+    windows = sorted(windows)
+    longest, short = windows[-1], windows[min(1, len(windows) - 1)]
+
+    def q(name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    def lit(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    daily = ["count(*) AS n"]
+    for i, t in enumerate(types):
+        hit = f"event_type = {lit(t)}"
+        daily.append(f"count(*) FILTER (WHERE {hit}) AS t{i}_n")
+        if t in valued:
+            daily.append(f"sum(value) FILTER (WHERE {hit}) AS t{i}_sum")
+            daily.append(
+                f"max(CASE WHEN isnan(value) THEN NULL ELSE value END) FILTER (WHERE {hit}) AS t{i}_max"
+            )
+    # the day's latest non-null attribute, in input order (as drop_nulls().last() in Polars)
+    daily += [f"arg_max({a}, rn) FILTER (WHERE {a} IS NOT NULL) AS {a}" for a in ATTRS]
+    player = "PARTITION BY player_id ORDER BY event_date"
+    upto = f"OVER ({player} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+
+    def win(col: str, w: int) -> str:
+        return f"sum({col}) OVER ({player} ROWS BETWEEN {w - 1} PRECEDING AND CURRENT ROW)"
+
+    rolled = ["coalesce(n, 0) AS n", "(n IS NOT NULL)::INTEGER AS active"]
+    rolled += [f"last_value(CASE WHEN n IS NOT NULL THEN event_date END IGNORE NULLS) {upto} AS last_active"]
+    rolled += ["min(event_date) OVER (PARTITION BY player_id) AS first_active"]
+    for i, t in enumerate(types):
+        rolled.append(f"coalesce(t{i}_n, 0) AS t{i}_n")
+        rolled.append(
+            f"last_value(CASE WHEN t{i}_n > 0 THEN event_date END IGNORE NULLS) {upto} AS t{i}_last"
+        )
+        if t in valued:
+            rolled.append(f"coalesce(t{i}_sum, 0) AS t{i}_sum")
+            rolled.append(f"max(t{i}_max) {upto} AS t{i}_max")
+    rolled += [f"last_value({a} IGNORE NULLS) {upto} AS {a}" for a in ATTRS]
+
+    out = [
+        "player_id",
+        "event_date AS snapshot_date",
+        "(event_date - first_active)::INTEGER AS tenure_days",
+        "(event_date - last_active)::INTEGER AS recency_days",
+        f"sum(n) {upto}::BIGINT AS events_total",
+    ]
+    for w in windows:
+        out.append(f"{win('n', w)}::INTEGER AS events_{w}d")
+        out.append(f"{win('active', w)}::INTEGER AS active_days_{w}d")
+    for i, t in enumerate(types):
+        s = stem(t)
+        out += [f"{win(f't{i}_n', w)}::INTEGER AS {q(f'{s}_count_{w}d')}" for w in windows]
+        out.append(f"sum(t{i}_n) {upto}::INTEGER AS {q(f'{s}_count_total')}")
+        out.append(f"(event_date - t{i}_last)::INTEGER AS {q(f'{s}_recency_days')}")
+        if t in valued:
+            out += [f"{win(f't{i}_sum', w)}::FLOAT AS {q(f'{s}_value_sum_{w}d')}" for w in windows]
+            n_long, sum_long = win(f"t{i}_n", longest), win(f"t{i}_sum", longest)
+            mean = f"CASE WHEN {n_long} > 0 THEN {sum_long} / {n_long} END"
+            out.append(f"({mean})::FLOAT AS {q(f'{s}_value_mean_{longest}d')}")
+            out.append(f"t{i}_max::FLOAT AS {q(f'{s}_value_max')}")
+            out.append(f"sum(t{i}_sum) {upto}::FLOAT AS {q(f'{s}_value_total')}")
+    out += list(ATTRS)
+
+    def ratio(num: str, den: str) -> str:
+        return f"CASE WHEN {q(den)} > 0 THEN ({q(num)} / {q(den)})::FLOAT END"
+
+    game = []
+    present = set(types)
+    if "session_end" in valued:
+        game.append(
+            f"{ratio(f'ev_session_end_value_sum_{short}d', f'ev_session_end_count_{short}d')} "
+            f"AS game_session_length_mean_{short}d"
+        )
+    if {"level_fail", "level_start"} <= present:
+        game.append(
+            f"{ratio(f'ev_level_fail_count_{longest}d', f'ev_level_start_count_{longest}d')} "
+            f"AS game_level_fail_rate_{longest}d"
+        )
+    if "level_complete" in valued:
+        game.append("ev_level_complete_value_max AS game_level_max")
+    if "purchase" in present:
+        game.append("ev_purchase_count_total > 0 AS game_is_payer")
+    if {"ad_impression", "session_start"} <= present:
+        game.append(
+            f"{ratio(f'ev_ad_impression_count_{short}d', f'ev_session_start_count_{short}d')} "
+            f"AS game_ads_per_session_{short}d"
+        )
+    sql = f"""
+    WITH ev AS (SELECT *, row_number() OVER () AS rn FROM events WHERE event_date <= DATE '{last}'),
+    daily AS (SELECT player_id, event_date, {", ".join(daily)} FROM ev GROUP BY player_id, event_date),
+    spans AS (
+        SELECT player_id, min(event_date) AS lo,
+               least(max(event_date) + {longest - 1}, DATE '{last}') AS hi
+        FROM daily GROUP BY player_id
+    ),
+    grid AS (
+        SELECT player_id,
+               unnest(generate_series(lo::TIMESTAMP, hi::TIMESTAMP, INTERVAL 1 DAY))::DATE AS event_date
+        FROM spans
+    ),
+    dense AS (SELECT * FROM grid LEFT JOIN daily USING (player_id, event_date)),
+    rolled AS (SELECT player_id, event_date, {", ".join(rolled)} FROM dense),
+    feats AS (SELECT {", ".join(out)} FROM rolled)
+    SELECT *{", " + ", ".join(game) if game else ""} FROM feats
+    WHERE snapshot_date BETWEEN DATE '{first}' AND DATE '{last}' AND recency_days < {longest}
+    ORDER BY player_id, snapshot_date
+    """
+    con = duckdb.connect()
+    con.register("events", events.to_arrow())
+    return con.sql(sql).pl()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -340,11 +465,13 @@ def load_events(path: Path, variant: str, subset: float | None) -> Any:
 def compute(variant: str, events: Any, first: date, last: date) -> Any:
     """The variant's feature frame, fully materialised."""
     if variant == "ours":
-        from ml_assets.core.features.player import player_features
+        from ml_assets.core.features.snapshots import player_features
 
         return player_features(events.lazy(), first, last, windows=WINDOWS).collect()
     if variant == "polars_hand":
         return polars_features(events.lazy(), first, last).collect()
+    if variant == "duckdb":
+        return duckdb_features(events, first, last)
     if variant == "pandas":
         return pandas_features(events, first, last)
     raise ValueError(f"unknown variant {variant}")
@@ -414,6 +541,7 @@ def check(path: Path) -> dict[str, Any]:
     ours = compute("ours", events, first, last)
     others = {
         "polars_hand": compute("polars_hand", events, first, last),
+        "duckdb": compute("duckdb", events, first, last),
         "pandas": pl.from_pandas(pandas_features(events.to_pandas(), first, last)).with_columns(
             pl.col("snapshot_date").cast(pl.Date)
         ),
@@ -493,18 +621,19 @@ def bench_size(size: Size, skip_pandas: bool, repeat: int) -> dict[str, Any]:
     path = clean_events_path(size)
     entry: dict[str, Any] = {"size": size.name, "players_start": size.players, "days": size.days}
     if size.name == "1m":
-        log("[check] comparing the three variants' outputs on the 1M set")
+        log("[check] comparing the four variants' outputs on the 1M set")
         entry["equivalence"] = json.loads(
             run_child([str(Path(__file__)), "--worker", "check", "--data", str(path)])["check"]
         )
         log(f"        ok: {entry['equivalence']}")
-    results = {v: run_variant(v, path, repeat) for v in ("ours", "polars_hand")}
+    results = {v: run_variant(v, path, repeat) for v in ("ours", "polars_hand", "duckdb")}
     entry["input_events"] = results["ours"]["input_events"]
     if not skip_pandas:
         results["pandas"] = run_pandas(size, path, repeat, entry["input_events"])
     entry["results"] = results
     ours = results["ours"]
     entry["ratio_ours_vs_polars_hand"] = round(ours["best_s"] / results["polars_hand"]["best_s"], 3)
+    entry["ratio_ours_vs_duckdb"] = round(ours["best_s"] / results["duckdb"]["best_s"], 3)
     if "pandas" in results:
         # events/s ratio, so a subset run compares like with like
         entry["speedup_ours_vs_pandas"] = round(ours["events_per_s"] / results["pandas"]["events_per_s"], 2)
@@ -551,6 +680,9 @@ def render(entries: list[dict[str, Any]], command: str, info: dict[str, Any]) ->
             f"- {e['size']} ({e['input_events']:,} events): ours / hand-written Polars = {ratio:.2f}x "
             f"(target <= {TARGET_VS_POLARS}x: {'met' if ratio <= TARGET_VS_POLARS else 'NOT met'})"
         )
+        duck = e.get("ratio_ours_vs_duckdb")
+        if duck is not None:
+            line += f"; ours / DuckDB = {duck:.2f}x (target <= 1x: {'met' if duck <= 1 else 'NOT met'})"
         if "speedup_ours_vs_pandas" in e:
             sp = e["speedup_ours_vs_pandas"]
             line += (

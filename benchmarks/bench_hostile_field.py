@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import log, machine, markdown_table, run_child, write_results
 
 FIELD_CHARS = 1_000_000
-SELECT = ["raw_events", "clean_events", "player_features"]
+SELECT = ["raw_events", "clean_events", "event_type_counts", "player_state", "player_features"]
 CHILD = """
 import json, resource, sys
 from ml_assets.app.runner import instance_for, materialize

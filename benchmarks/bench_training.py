@@ -22,7 +22,7 @@ import polars as pl
 
 from ml_assets.core.events.cleaning import clean_events
 from ml_assets.core.events.landing import conform
-from ml_assets.core.features.player import player_features
+from ml_assets.core.features.snapshots import player_features
 from ml_assets.core.models.labels import LABEL, SPLIT, build_training_set
 from ml_assets.core.models.spec import DEFAULT_SPECS, TuningSpec
 from ml_assets.core.models.training import _fit, to_matrix, train_model

@@ -1,11 +1,29 @@
-"""player_features: one row per (snapshot day, player), from clean events up to that day."""
+"""The feature stage: event type counts and player state per day, then player_features from them.
+
+Day D's state is the state of the days before plus day D's events, and day D's features read the
+state of the longest window before D: a daily refresh costs the same in a game's second year as
+in its second month (see core/features/state.py).
+"""
 
 from collections.abc import Iterator
+from datetime import date, timedelta
 
 import dagster as dg
 import polars as pl
 
-from ml_assets.core.features.player import player_feature_chunks as build_feature_chunks
+from ml_assets.core.days import ONE_DAY, day_chunks
+from ml_assets.core.features.player import daily_activity
+from ml_assets.core.features.snapshots import features_from_state, state_days_needed
+from ml_assets.core.features.state import (
+    CARRY_DAYS,
+    STATE_DATE,
+    advance_state,
+    event_type_counts,
+    latest_state,
+    state_schema,
+    state_vocabulary,
+    vocabulary_from_counts,
+)
 from ml_assets.core.schemas import PlayerFeatures
 from ml_assets.core.settings import Settings
 from ml_assets.defs.checks import ChunkedSchemaCheck, schema_check_spec
@@ -13,24 +31,90 @@ from ml_assets.defs.partitions import run_window
 from ml_assets.defs.resources import LakeResource
 from ml_assets.defs.stage import stage_defs
 from ml_assets.lake.io_manager import FrameChunks
-from ml_assets.lake.tables import CLEAN_EVENTS, EVENT_TABLES, PLAYER_FEATURES
+from ml_assets.lake.tables import (
+    EVENT_TABLES,
+    EVENT_TYPE_COUNTS,
+    PLAYER_FEATURES,
+    PLAYER_STATE,
+    open_table,
+)
 
-# Features of day D read every clean day up to D: lifetime counts, tenure and recency need all history.
+# The vocabulary is the most frequent event types over all history: the counts table is a row
+# per (day, type), so reading all of it stays small.
 HISTORY_DAYS = 3660
 
 
+def _days(start_offset: int, end_offset: int) -> dg.TimeWindowPartitionMapping:
+    """Upstream days [D + start_offset, D + end_offset] of day D; days before the first are none."""
+    return dg.TimeWindowPartitionMapping(
+        start_offset=start_offset, end_offset=end_offset, allow_nonexistent_upstream_partitions=True
+    )
+
+
 def feature_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.Definitions:
-    """The feature stage over `partitions`: player_features."""
+    """The feature stage over `partitions`: event_type_counts, player_state, player_features."""
+    longest = max(settings.features.windows)
+
+    @dg.asset(
+        name=EVENT_TYPE_COUNTS,
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        metadata={"partition_expr": EVENT_TABLES[EVENT_TYPE_COUNTS]},
+        group_name="features",
+        kinds={"polars", "delta"},
+    )
+    def type_counts(clean_events: pl.LazyFrame) -> pl.DataFrame:
+        """Events and events with a value per day and event type: the features' vocabulary comes from it."""
+        return event_type_counts(clean_events)
 
     @dg.asset(
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         ins={
-            CLEAN_EVENTS: dg.AssetIn(
-                partition_mapping=dg.TimeWindowPartitionMapping(
-                    start_offset=-HISTORY_DAYS, end_offset=0, allow_nonexistent_upstream_partitions=True
-                )
-            )
+            EVENT_TYPE_COUNTS: dg.AssetIn(partition_mapping=_days(-HISTORY_DAYS, 0)),
+            # the state of the CARRY_DAYS days before: read from the table, not loaded as a frame
+            PLAYER_STATE: dg.AssetIn(
+                partition_mapping=_days(-CARRY_DAYS, -1),
+                dagster_type=dg.Nothing,
+            ),
+        },
+        metadata={"partition_expr": EVENT_TABLES[PLAYER_STATE]},
+        group_name="features",
+        kinds={"polars", "delta"},
+    )
+    def player_state(
+        context: dg.AssetExecutionContext,
+        lake: LakeResource,
+        clean_events: pl.LazyFrame,
+        event_type_counts: pl.LazyFrame,
+    ) -> pl.DataFrame:
+        """Each player's lifetime totals on every day they played (and every 28 days they stay away)."""
+        first, last = run_window(context)
+        _require_state(context, first - timedelta(days=CARRY_DAYS), first - ONE_DAY)
+        counts = event_type_counts.filter(pl.col("event_date") <= last)
+        vocab = vocabulary_from_counts(counts, last, None)
+        vocab = state_vocabulary(vocab.types, vocab.valued)
+        table = open_table(lake.table_uri(PLAYER_STATE))
+        prior = (
+            latest_state(pl.scan_delta(table).filter(pl.col(STATE_DATE) < first), first - ONE_DAY, vocab)
+            if table is not None
+            else pl.DataFrame(schema=state_schema(vocab))
+        )
+        chunk = settings.features.chunk_days
+        daily = [
+            daily_activity(clean_events.filter(pl.col("event_date").is_between(lo, hi)), vocab)
+            for lo, hi in day_chunks(first, last, chunk)
+        ]
+        rows = advance_state(prior, pl.concat(daily).sort("player_id", "event_date"), vocab, first, last)
+        context.add_output_metadata({"players_before": prior.height, "event_types": len(vocab.types)})
+        return rows
+
+    @dg.asset(
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        ins={
+            PLAYER_STATE: dg.AssetIn(partition_mapping=_days(-(longest + CARRY_DAYS - 1), 0)),
+            EVENT_TYPE_COUNTS: dg.AssetIn(partition_mapping=_days(-HISTORY_DAYS, 0)),
         },
         metadata={"partition_expr": EVENT_TABLES[PLAYER_FEATURES]},
         check_specs=[schema_check_spec(PLAYER_FEATURES, blocking=True)],
@@ -38,15 +122,20 @@ def feature_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.
         kinds={"polars", "delta"},
     )
     def player_features(
-        context: dg.AssetExecutionContext, lake: LakeResource, clean_events: pl.LazyFrame
+        context: dg.AssetExecutionContext,
+        lake: LakeResource,
+        player_state: pl.LazyFrame,
+        event_type_counts: pl.LazyFrame,
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         """Trailing-window, lifetime and game features for players active in the longest window."""
         options = lake.settings().features
         first, last = run_window(context)
+        _require_state(context, state_days_needed(first, options.windows), last)
         check = ChunkedSchemaCheck(PlayerFeatures, PLAYER_FEATURES)
         chunks = FrameChunks(
-            build_feature_chunks(
-                clean_events,
+            features_from_state(
+                player_state,
+                event_type_counts,
                 first,
                 last,
                 windows=options.windows,
@@ -58,4 +147,19 @@ def feature_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.
         yield dg.Output(chunks, metadata={"snapshot_days": (last - first).days + 1})
         yield check.result()
 
-    return stage_defs(settings, [player_features])
+    return stage_defs(settings, [type_counts, player_state, player_features])
+
+
+def _require_state(context: dg.AssetExecutionContext, first: date, last: date) -> None:
+    """Fail unless player_state is materialized for every existing day of [first, last]: a
+    missing day would silently count as a day nobody played."""
+    partitions = context.assets_def.partitions_def
+    assert isinstance(partitions, dg.TimeWindowPartitionsDefinition)
+    needed = {key for key in partitions.get_partition_keys() if first.isoformat() <= key <= last.isoformat()}
+    done = context.instance.get_materialized_partitions(dg.AssetKey(PLAYER_STATE))
+    missing = sorted(needed - done)
+    if missing:
+        raise ValueError(
+            f"player_state is not materialized for {len(missing)} day(s) it needs "
+            f"({missing[0]} .. {missing[-1]}): materialize player_state from {missing[0]} first"
+        )

@@ -6,8 +6,10 @@ and NAME_model_performance (`defs.monitoring`), the drift and degradation sensor
 """
 
 from collections.abc import Iterator
+from datetime import date
 
 import dagster as dg
+import numpy as np
 import polars as pl
 
 from ml_assets.core.days import day_chunks
@@ -19,7 +21,7 @@ from ml_assets.core.models.labels import LABEL, SPLIT, build_training_set, scori
 from ml_assets.core.models.lifecycle import experiment_run, register_and_gate
 from ml_assets.core.models.plots import calibration_png, importance_png, markdown_image, pr_png, roc_png
 from ml_assets.core.models.spec import ModelSpec
-from ml_assets.core.models.training import TrainedModel, score, test_scores, train_model
+from ml_assets.core.models.training import TrainedModel, explain_mask, score, test_scores, train_model
 from ml_assets.core.schemas import Predictions, TrainingSet
 from ml_assets.core.settings import Settings
 from ml_assets.defs.automation import model_sensors
@@ -223,7 +225,10 @@ def model_defs(spec: ModelSpec, settings: Settings, partitions: dg.PartitionsDef
         check_specs=[schema_check_spec(names.predictions, blocking=False)],
         group_name=group,
         kinds={"polars", "delta"},
-        description=f"{n} probability per player and day, by the production version, with its top 3 reasons.",
+        description=(
+            f"{n} probability per player and day, by the production version; the top-scored rows of the "
+            "newest days also carry their top reasons (explain_days, explain_share)"
+        ),
     )
     def predictions(
         context: dg.AssetExecutionContext,
@@ -236,11 +241,17 @@ def model_defs(spec: ModelSpec, settings: Settings, partitions: dg.PartitionsDef
         needed = {*KEY, *production_model.features, *scoring_columns(spec)}
         columns = [c for c in player_features.collect_schema().names() if c in needed]
 
+        # reasons for what a user acts on: the partitions' newest days, their highest scores
+        newest = date.fromisoformat(partitions.get_last_partition_key() or last.isoformat())
+
+        def explain(scored: pl.DataFrame) -> np.ndarray:
+            return explain_mask(scored, newest, spec.explain_days, spec.explain_share)
+
         def pieces() -> Iterator[pl.DataFrame]:
-            # a few days at a time: explaining every row (pred_contrib) is the heaviest step at scale
+            # a few days at a time: explaining rows (pred_contrib) is the heaviest step at scale
             for start, end in day_chunks(first, last, chunk_days):
                 rows = player_features.filter(pl.col("snapshot_date").is_between(start, end)).select(columns)
-                yield score(scoring_rows(spec, rows.collect()), production_model, reasons=spec.explain_top)
+                yield score(scoring_rows(spec, rows.collect()), production_model, spec.explain_top, explain)
 
         check = ChunkedSchemaCheck(Predictions, names.predictions)
         yield dg.Output(

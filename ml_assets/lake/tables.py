@@ -16,6 +16,8 @@ from deltalake.exceptions import TableNotFoundError
 RAW_EVENTS = "raw_events"
 CLEAN_EVENTS = "clean_events"
 QUARANTINED_EVENTS = "quarantined_events"
+EVENT_TYPE_COUNTS = "event_type_counts"
+PLAYER_STATE = "player_state"
 PLAYER_FEATURES = "player_features"
 MODEL_REGISTRY = "model_registry"
 EXPERIMENTS = "experiments"
@@ -25,6 +27,8 @@ EVENT_TABLES: dict[str, str] = {
     RAW_EVENTS: "partition_date",
     CLEAN_EVENTS: "event_date",
     QUARANTINED_EVENTS: "partition_date",
+    EVENT_TYPE_COUNTS: "event_date",
+    PLAYER_STATE: "state_date",
     PLAYER_FEATURES: "snapshot_date",
 }
 SNAPSHOT_COLUMN = "snapshot_date"

@@ -195,6 +195,19 @@ CHROMIUM = Path("/usr/bin/chromium")
 PLOTS = {"ROC curve", "precision-recall curve", "calibration", "feature importance (gain)"}
 
 
+def _until_shown(action: Callable[[], None], shown, attempts: int = 6) -> None:
+    """Do `action` until `shown` (a locator) appears: a control acted on before the page has loaded
+    its data does nothing, so the action is repeated, each time waiting up to 10 s."""
+    for attempt in range(attempts):
+        action()
+        try:
+            shown.wait_for(timeout=10_000)
+            return
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+
+
 def _run_succeeded(page, server: Server, instance: dg.DagsterInstance, run_id: str) -> None:
     """Wait for the run in the instance, then see its Success badge on its page in the UI."""
     _wait(
@@ -262,8 +275,11 @@ def test_a_user_in_chromium_sees_the_graph_plots_and_runs_and_promotes(service):
             page.goto(f"{server.url}/assets/churn_predictions")
             page.get_by_role("button", name="Materialize…").first.click()
             dialog = page.get_by_role("dialog")
-            dialog.get_by_role("button", name="Latest").click()
-            dialog.get_by_text("1 partition", exact=True).wait_for()
+            # the buttons work once the partitions have loaded, which takes longer on a busy machine
+            _until_shown(
+                lambda: dialog.get_by_role("button", name="Latest").click(),
+                dialog.get_by_text("1 partition", exact=True),
+            )
             page.screenshot(path=str(SCREENSHOTS / "materialize-latest.png"))
             dialog.get_by_role("button", name=re.compile(r"^Launch")).click()
             _wait(
@@ -288,10 +304,13 @@ def test_a_user_in_chromium_sees_the_graph_plots_and_runs_and_promotes(service):
             assert others, "the soak's retrain left a second version to promote"
             target = others[-1]
             page.goto(f"{server.url}/locations/{CODE_LOCATION}/jobs/churn_stage_change/playground")
-            page.get_by_placeholder("Partition").fill(str(YESTERDAY))
-            page.keyboard.press("Enter")
+
+            def choose_day() -> None:
+                page.get_by_placeholder("Partition").fill(str(YESTERDAY))
+                page.keyboard.press("Enter")
+
             # choosing a partition loads that partition's config into the editor: wait for it first
-            page.get_by_text("partition_set: churn_stage_change_partition_set").wait_for()
+            _until_shown(choose_day, page.get_by_text("partition_set: churn_stage_change_partition_set"))
             editor = page.locator(".CodeMirror").first
             expect = sync_api.expect
             expect(editor).to_contain_text("action: 'sync'")

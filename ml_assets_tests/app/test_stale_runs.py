@@ -50,7 +50,7 @@ def test_only_runs_of_dead_processes_on_this_host_are_failed(tmp_path):
 
 
 TABLES = ("raw_events", "clean_events", "quarantined_events", "player_features")
-SELECT = "raw_events,clean_events,player_features"
+SELECT = "raw_events,clean_events,event_type_counts,player_state,player_features"
 SIMULATE = ["simulate", "--players", "300", "--days", "20", "--seed", "3"]
 
 

@@ -164,18 +164,22 @@ def test_failed_checks_reach_the_webhook(tmp_path, receiver, monkeypatch):
         (settings.home / "ml_assets.toml").read_text() + f'\n[alerts]\nwebhook_url = "{url}"\n'
     )
     settings = load_settings(settings.home)
-    real = feature_assets.build_feature_chunks
+    real = feature_assets.features_from_state
 
     def broken(*args, **kwargs):
         for piece in real(*args, **kwargs):
             yield piece.with_columns(events_7d=pl.lit(-1, pl.Int32))
 
-    monkeypatch.setattr(feature_assets, "build_feature_chunks", broken)
+    monkeypatch.setattr(feature_assets, "features_from_state", broken)
     (tmp_path / "dagster").mkdir()
     instance = dg.DagsterInstance.local_temp(str(tmp_path / "dagster"))
     assert "Sqlite" in type(instance.event_log_storage).__name__
     run_graph(
-        settings, instance, "2025-01-01", "2025-01-30", ["raw_events", "clean_events", "player_features"]
+        settings,
+        instance,
+        "2025-01-01",
+        "2025-01-30",
+        ["raw_events", "clean_events", "event_type_counts", "player_state", "player_features"],
     )
     defs = build_definitions(settings)
     sensor = defs.get_sensor_def("failed_check_alert_sensor")

@@ -9,7 +9,7 @@ import ml_assets.defs.features as feature_assets
 from ml_assets.core import schemas
 from ml_assets.core.events.cleaning import clean_events
 from ml_assets.core.events.landing import scan_landing
-from ml_assets.core.features.player import player_features
+from ml_assets.core.features.snapshots import player_features
 from ml_assets.defs.checks import schema_check_result
 from ml_assets_tests.conftest import check_results, read_table, run_graph
 
@@ -76,13 +76,13 @@ def test_clean_event_date_must_match_time(tables):
 
 
 def test_a_failing_blocking_check_stops_downstream_assets(small_lake, instance, monkeypatch):
-    real = feature_assets.build_feature_chunks
+    real = feature_assets.features_from_state
 
     def broken(*args, **kwargs):
         for piece in real(*args, **kwargs):
             yield piece.with_columns(events_7d=pl.lit(-5, pl.Int32))
 
-    monkeypatch.setattr(feature_assets, "build_feature_chunks", broken)
+    monkeypatch.setattr(feature_assets, "features_from_state", broken)
     result = run_graph(small_lake, instance, "2025-01-01", "2025-02-14")
     checks = check_results(result)
     assert checks["player_features:schema"] is False

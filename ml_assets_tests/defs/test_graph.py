@@ -35,6 +35,8 @@ def test_whole_graph_from_the_simulator(tmp_path, instance):
     daily = [
         "raw_events",
         "clean_events",
+        "event_type_counts",
+        "player_state",
         "player_features",
         *[
             f"{m}_{a}"

@@ -18,7 +18,15 @@ from ml_assets.defs.resources import LakeResource
 from ml_assets.simulator.game import SimulationParams, extend, simulate
 
 SHIFT = date(2025, 2, 15)
-DAILY = ["raw_events", "clean_events", "player_features", "churn_predictions", "churn_feature_drift"]
+DAILY = [
+    "raw_events",
+    "clean_events",
+    "event_type_counts",
+    "player_state",
+    "player_features",
+    "churn_predictions",
+    "churn_feature_drift",
+]
 # a short label horizon, so a retrain a week after the patch has matured post-patch labels to learn from
 SETTINGS = (
     '[models.churn]\nlabel = "rolling"\nhorizon_days = 3\ntuning_trials = 0\n\n[freshness]\npredictions = 0\n'

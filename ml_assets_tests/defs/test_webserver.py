@@ -24,6 +24,8 @@ EXPECTED_ASSETS = {
     "raw_events",
     "clean_events",
     "quarantined_events",
+    "event_type_counts",
+    "player_state",
     "player_features",
     *[
         f"{m}_{part}"

@@ -16,21 +16,14 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
-from typing import Literal
 
 import numpy as np
 import polars as pl
 
-from ml_assets.core.days import day_chunks
-
 ATTRIBUTES = ("platform", "country", "app_version")
 KEY = ["player_id", "snapshot_date"]
-# Running totals are column scans (cum_sum, shift, forward_fill) that the in-memory engine runs
-# about 30% faster than the streaming engine, Polars' default
-_SCANS: Literal["in-memory"] = "in-memory"
 _PLAIN_TYPE = re.compile(r"[a-z0-9]+(?:_[a-z0-9]+)*")
 MAX_STEM = 40  # characters of a sanitised type name kept in its column name
-_WHOLE_PIECE_ROWS = 2_000_000  # `player_features` computes pieces of this many grid rows, then concatenates
 
 
 def event_column(event_type: str) -> str:
@@ -100,8 +93,10 @@ def daily_activity(events: pl.LazyFrame, vocab: EventVocabulary) -> pl.DataFrame
             aggs.append(value.max().alias(f"{c}_max"))
     aggs += [pl.col(a).drop_nulls().last().alias(a) for a in ATTRIBUTES]
     daily = events.group_by("player_id", "event_date").agg(aggs).sort("player_id", "event_date")
-    # the streaming engine (Polars' default) runs this group-by about 30% faster at 10M events
-    return daily.collect(engine="streaming")
+    # in memory, not streaming: the streaming engine (30% faster at 10M events) sums a day's values in an
+    # order that depends on the rest of the input, so a day alone and the same day in a range would
+    # differ in the last bits; the state must not
+    return daily.collect(engine="in-memory")
 
 
 def running_totals(
@@ -112,16 +107,26 @@ def running_totals(
     Attributes in `fill` (by default all) take the player's latest non-null value where a day has
     none; a caller that knows an attribute has no nulls leaves it out and saves the scan.
 
-    Totals are global cumulative sums minus the value where the player's rows begin: plain
-    column scans, several times faster than grouped (`over`) window functions on this table.
-    The scans run as separate steps whose results later steps read as columns: an expression
-    that uses a scan twice would otherwise compute it twice.
+    Integer totals are global cumulative sums minus the value where the player's rows begin: plain
+    column scans, several times faster than grouped (`over`) window functions on this table (an
+    overflow wraps and the difference is still exact). Value sums are summed within each player
+    in row order, so a total is the same bits whether the days were summed in one run or one
+    day at a time from a stored state. The scans run as separate steps whose results later steps
+    read as columns: an expression that uses a scan twice would otherwise compute it twice.
+
+    A player's first row may be a stored state instead of a day (see `state.py`): it carries
+    `active_days`, `first_day` and each type's `{c}_last_day`, which the totals then start from;
+    daily rows have 1, null and null there. Without those columns every row is one active day.
     """
     starts = pl.col("_start")
     day = pl.col("event_date")
+    given = daily.collect_schema()
+    from_state = "active_days" in given
     never = pl.lit(date(1, 1, 1))  # a player's own "not yet": forward fills must not cross players
     player = pl.col("_pc").cast(pl.Int64) * 2**32
     summed: dict[str, pl.DataType] = {"n_events": pl.Int32()}  # a player never has 2**31 events
+    if from_state:
+        summed["active_days"] = pl.Int32()
     counted, maxima = [], []
     for t in vocab.types:
         c = vocab.column(t)
@@ -134,16 +139,30 @@ def running_totals(
     def daily_value(col: str) -> pl.Expr:
         return pl.col(col).fill_null(0).cast(summed[col])
 
+    def seen_day(col: str) -> pl.Expr:
+        # a stored state's row knows the day the type was last seen; a day's row is that day
+        return pl.coalesce(pl.col(f"{col.removesuffix('_n')}_last_day"), day) if from_state else day
+
     row = pl.int_range(pl.len(), dtype=pl.Int32)
+    exact = [col for col, kind in summed.items() if kind.is_float()]
     scans = [
-        *(daily_value(col).cum_sum().alias(f"_run_{col}") for col in summed),
+        *(daily_value(col).cum_sum().alias(f"_run_{col}") for col in summed if col not in exact),
+        *(daily_value(col).cum_sum().over("_pc").alias(col) for col in exact),
         *((player + pl.col(f"_key_{col}")).cum_max().sub(player).alias(f"_best_{col}") for col in maxima),
         *(
-            pl.when(pl.col(col) > 0).then(day).when(starts).then(never).forward_fill().alias(f"_seen_{col}")
+            pl.when(pl.col(col) > 0)
+            .then(seen_day(col))
+            .when(starts)
+            .then(never)
+            .forward_fill()
+            .alias(f"_seen_{col}")
             for col in counted
         ),
         pl.when(starts).then(row).forward_fill().alias("_first_row"),
-        pl.when(starts).then(day).forward_fill().alias("first_day"),
+        pl.when(starts)
+        .then(pl.coalesce(pl.col("first_day"), day) if from_state else day)
+        .forward_fill()
+        .alias("first_day"),
         # the row of the player's latest non-null value (-1: none yet); an integer scan is cheaper
         # than forward-filling the strings over each player
         *(
@@ -158,6 +177,8 @@ def running_totals(
     ]
 
     def per_player(col: str) -> pl.Expr:
+        if col in exact:
+            return pl.col(col)  # summed within the player by the scans
         run = pl.col(f"_run_{col}")
         return run - pl.when(starts).then(run - daily_value(col)).forward_fill()
 
@@ -169,7 +190,9 @@ def running_totals(
             for a in fill
         ),
         per_player("n_events").alias("cum_events"),
-        (row - pl.col("_first_row") + 1).alias("cum_active_days"),
+        (per_player("active_days") if from_state else row - pl.col("_first_row") + 1).alias(
+            "cum_active_days"
+        ),
     ]
     for t in vocab.types:
         c = vocab.column(t)
@@ -334,7 +357,6 @@ def _features_for(
     """Feature rows of `index` (the population of some snapshot days) from running totals sorted by
     player and day."""
     longest = windows[-1]
-    totals = totals.rechunk()  # a gather from one chunk is several times faster than from many
     summed = totals.select(_summed(vocab))
     with_zeros = pl.concat([summed, summed.clear(1).fill_null(0)]).rechunk()
     grid = pl.concat(
@@ -387,89 +409,41 @@ def _features_for(
     )
 
 
-def player_features(
-    events: pl.LazyFrame,
+def player_code() -> pl.Expr:
+    """A dense integer per player for rows sorted by player (`_pc` of the totals tables)."""
+    return _player_code()
+
+
+def empty_features(totals: pl.DataFrame, vocab: EventVocabulary, windows: Sequence[int]) -> pl.DataFrame:
+    """The feature table with no rows and every column, for totals with no rows."""
+    windows = sorted(set(windows))
+    keys = totals.select(_player_code().alias("_pc"), "event_date")
+    return _features_for(
+        totals, snapshot_index(keys, date(1970, 1, 2), date(1970, 1, 1), windows), vocab, windows
+    ).collect()
+
+
+def feature_pieces(
+    totals: pl.DataFrame,
+    vocab: EventVocabulary,
+    windows: Sequence[int],
     first: date,
     last: date,
-    windows: Sequence[int] = (1, 7, 28),
-    max_event_types: int = 40,
-    vocab: EventVocabulary | None = None,
-) -> pl.LazyFrame:
-    """Feature snapshots for every day in [first, last] from clean `events` (reads only days <= last).
-
-    Generic features for each event type in the vocabulary (counts and value sums per window,
-    value mean over the longest window, lifetime count and max, days since last), activity
-    (events, active days per window, tenure, recency), game features where their event types
-    exist, and the player's latest attributes. Rows come sorted by player and snapshot day.
-    """
-    events = events.filter(pl.col("event_date") <= last)
-    vocab = vocab or event_vocabulary(events, max_event_types)
-    daily, windows = daily_activity(events, vocab), sorted(set(windows))
-    if daily.is_empty():  # no events: the empty table still has every column
-        keys = daily.select(_player_code().alias("_pc"), "event_date")
-        return _features_for(
-            _totals(daily, vocab), snapshot_index(keys, first, last, windows), vocab, windows
-        )
-    # pieces keep the intermediate tables small (and in cache); the output is their concatenation
-    pieces = _pieces(daily, vocab, windows, first, last, _WHOLE_PIECE_ROWS)
-    del daily  # `_pieces` lets it go once the running totals replace it
-    return pl.concat(list(pieces), rechunk=False).lazy()
-
-
-def _totals(daily: pl.DataFrame, vocab: EventVocabulary) -> pl.DataFrame:
-    """`running_totals` of a daily table, in one chunk: the feature rows are gathered from it, and a
-    gather from one chunk is several times faster than from many. The chunked result is let go at once."""
-    fill = [a for a in ATTRIBUTES if daily[a].null_count() > 0]
-    return running_totals(daily.lazy(), vocab, fill).collect(engine=_SCANS).rechunk()
-
-
-def _daily_in_pieces(events: pl.LazyFrame, vocab: EventVocabulary, event_days: int) -> pl.DataFrame:
-    """`daily_activity` over `event_days` days of events at a time: memory holds one range's events."""
-    bounds = events.select(lo=pl.col("event_date").min(), hi=pl.col("event_date").max()).collect().row(0)
-    if bounds[0] is None:
-        return daily_activity(events, vocab)
-    parts = [
-        daily_activity(events.filter(pl.col("event_date").is_between(start, end)), vocab)
-        for start, end in day_chunks(bounds[0], bounds[1], event_days)
-    ]
-    return pl.concat(parts).sort("player_id", "event_date")
-
-
-def player_feature_chunks(
-    events: pl.LazyFrame,
-    first: date,
-    last: date,
-    windows: Sequence[int] = (1, 7, 28),
-    max_event_types: int = 40,
-    chunk_rows: int = 1_000_000,
-    event_days: int = 14,
+    chunk_rows: int,
 ) -> Iterator[pl.DataFrame]:
-    """`player_features` in pieces of whole players, each about `chunk_rows` grid rows, for bounded memory.
+    """Feature rows of snapshot days [first, last], whole players, about `chunk_rows` grid rows a piece.
 
-    Daily activity is aggregated `event_days` of events at a time and running totals are computed
-    once; the pieces have the same columns and together the same rows.
+    `totals` holds running totals (`running_totals` columns plus `_pc`) sorted by player and day,
+    from `max(windows)` days before `first` on: a player's earlier history enters as one row at or
+    before that day. A piece's snapshot index is NumPy work on one core: a worker thread computes
+    it one piece ahead, so it overlaps the multi-threaded Polars steps. No totals, no pieces.
     """
-    events = events.filter(pl.col("event_date") <= last)
-    vocab = event_vocabulary(events, max_event_types)
-    # no local name for the daily table: `_pieces` lets it go once the running totals replace it
-    yield from _pieces(
-        _daily_in_pieces(events, vocab, event_days), vocab, sorted(set(windows)), first, last, chunk_rows
-    )
-
-
-def _pieces(
-    daily: pl.DataFrame, vocab: EventVocabulary, windows: list[int], first: date, last: date, chunk_rows: int
-) -> Iterator[pl.DataFrame]:
-    """Feature rows of whole players, about `chunk_rows` grid rows per piece, from sorted daily activity.
-
-    A piece's snapshot index is NumPy work on one core: a worker thread computes it one piece ahead
-    (the first while the running totals are computed), so it overlaps the multi-threaded Polars
-    steps. With no events there are no pieces.
-    """
-    keys = daily.select(_player_code().alias("_pc"), "event_date")
+    windows = sorted(set(windows))
+    keys = totals.select("_pc", "event_date")
     bounds = _piece_bounds(keys, first, last, windows[-1], chunk_rows)
     if not bounds:
         return
+    totals = totals.rechunk()  # a gather from one chunk is several times faster than from many
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-index") as pool:
 
         def index_of(piece: int) -> Future[SnapshotIndex]:
@@ -477,8 +451,6 @@ def _pieces(
             return pool.submit(snapshot_index, keys.slice(begin, end - begin), first, last, windows)
 
         ahead = index_of(0)
-        totals = _totals(daily, vocab)
-        del daily  # the totals replace it
         for piece, (begin, end) in enumerate(bounds):
             index = ahead.result()
             if piece + 1 < len(bounds):

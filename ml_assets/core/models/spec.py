@@ -13,6 +13,7 @@ from pydantic import Field
 
 from ml_assets.core.config import (
     AnyInt,
+    Fraction,
     Globs,
     MetricName,
     Name,
@@ -91,6 +92,11 @@ class ModelSpec:
     # top reasons per prediction from TreeSHAP (pred_contrib); 0 turns explanations off, which is most
     # of the scoring time on large backfills
     explain_top: int = 3
+    # Reasons cost about 35 predictions each, so by default only what a user acts on gets them: rows
+    # of the partitions' newest `explain_days` days (0: none, so a historical backfill scores
+    # without reasons), and of those each day's `explain_share` with the highest scores (1: all)
+    explain_days: int = 7
+    explain_share: float = 0.25
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready description, stable across runs (used in the version hash)."""
@@ -123,6 +129,8 @@ class TrainingTable(Table):
     num_boost_round: PositiveInt | None = None
     early_stopping_rounds: PositiveInt | None = None
     explain_top: NonNegativeInt | None = None
+    explain_days: NonNegativeInt | None = None
+    explain_share: Fraction | None = None
 
 
 class ModelTable(TrainingTable):
@@ -169,8 +177,9 @@ def spec_from_table(name: str, table: ModelTable, base: ModelSpec | None = None)
     for key in ("include", "exclude"):
         if key in rest:
             rest[key] = tuple(rest[key])
-    if "test_fraction" in rest:
-        rest["test_fraction"] = float(rest["test_fraction"])
+    for key in ("test_fraction", "explain_share"):
+        if key in rest:
+            rest[key] = float(rest[key])
     return replace(spec, name=name, label=label, tuning=tuning, promotion=promotion, **rest)
 
 

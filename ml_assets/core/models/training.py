@@ -374,39 +374,55 @@ def evaluate_on(model: TrainedModel, frame: pl.DataFrame) -> dict[str, float]:
     return evaluate(frame[LABEL].cast(pl.Float64).to_numpy(), predict(model, frame))
 
 
-def score(features: pl.DataFrame, model: TrainedModel, reasons: int = 3) -> pl.DataFrame:
+def score(
+    features: pl.DataFrame,
+    model: TrainedModel,
+    reasons: int = 3,
+    explain: Callable[[pl.DataFrame], np.ndarray] | None = None,
+) -> pl.DataFrame:
     """Probability per (player, snapshot) row with the model version and its top `reasons` features.
 
     Reasons come from LightGBM's own SHAP values (`pred_contrib`): the features that pushed this
-    row's score up the most, with their contributions in log-odds.
+    row's score up the most, with their contributions in log-odds. Only the rows `explain` picks
+    (given snapshot_date and probability, a boolean mask; None: every row) get them, the others
+    have nulls: SHAP costs far more than the prediction.
     """
     booster = model.booster()
-    if features.height == 0:
-        p = np.empty(0)
-        contrib = np.empty((0, len(model.features) + 1))
-    else:
-        x = to_matrix(features, model.features, model.categories)
-        p = np.asarray(booster.predict(x, num_iteration=model.best_iteration))
-        contrib = (
-            np.asarray(booster.predict(x, num_iteration=model.best_iteration, pred_contrib=True))
-            if reasons
-            else np.empty((len(p), 1))
-        )
-    shap = contrib[:, :-1]  # the last column is the expected value
-    k = min(reasons, shap.shape[1])
-    top = np.argsort(-shap, axis=1, kind="stable")[:, :k]
-    names = np.asarray(model.features, dtype=object)
+    n = features.height
+    x = to_matrix(features, model.features, model.categories) if n else None
+    p = np.asarray(booster.predict(x, num_iteration=model.best_iteration)) if n else np.empty(0)
     columns: dict[str, Any] = {
         "probability": pl.Series(p, dtype=pl.Float64),
         "model_version": pl.lit(model.version),
     }
-    for i in range(k):
-        idx = top[:, i] if len(p) else np.empty(0, dtype=int)
-        columns[f"reason_{i + 1}"] = pl.Series(names[idx] if len(p) else [], dtype=pl.String)
-        columns[f"reason_{i + 1}_contribution"] = pl.Series(
-            np.take_along_axis(shap, top[:, i : i + 1], axis=1)[:, 0] if len(p) else [], dtype=pl.Float64
-        )
+    k = min(reasons, len(model.features))
+    if k:
+        picked = features.select("snapshot_date").with_columns(probability=pl.Series(p, dtype=pl.Float64))
+        rows = np.flatnonzero(np.ones(n, dtype=bool) if explain is None else explain(picked))
+        shap = np.empty((0, len(model.features)))
+        if rows.size:
+            shap = np.asarray(
+                booster.predict(x[rows], num_iteration=model.best_iteration, pred_contrib=True)  # type: ignore[index]
+            )[:, :-1]  # the last column is the expected value
+        top = np.argsort(-shap, axis=1, kind="stable")[:, :k]
+        names = np.asarray(model.features, dtype=object)
+        for i in range(k):
+            name = np.full(n, None, dtype=object)
+            value = np.full(n, np.nan)
+            name[rows] = names[top[:, i]]
+            value[rows] = np.take_along_axis(shap, top[:, i : i + 1], axis=1)[:, 0]
+            columns[f"reason_{i + 1}"] = pl.Series(name.tolist(), dtype=pl.String)
+            columns[f"reason_{i + 1}_contribution"] = pl.Series(value, dtype=pl.Float64, nan_to_null=True)
     return features.select(KEY).with_columns(**columns)
+
+
+def explain_mask(scored: pl.DataFrame, newest: date, days: int, share: float) -> np.ndarray:
+    """Which rows of `scored` (snapshot_date, probability) get reasons: rows of the `days` days up to
+    `newest`, and of each such day the `share` with the highest probability (at least one row)."""
+    recent = pl.col("snapshot_date") > newest - timedelta(days=days)
+    rank = pl.col("probability").rank("ordinal", descending=True).over("snapshot_date")
+    wanted = (pl.len().over("snapshot_date") * share).ceil()
+    return scored.select(recent & (rank <= wanted)).to_series().to_numpy()
 
 
 def test_scores(model: TrainedModel, training_set: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:

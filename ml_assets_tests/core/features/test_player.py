@@ -3,7 +3,8 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 import pytest
 
-from ml_assets.core.features.player import EventTypeCollision, EventVocabulary, event_column, player_features
+from ml_assets.core.features.player import EventTypeCollision, EventVocabulary, event_column
+from ml_assets.core.features.snapshots import player_features
 
 
 def _events(rows: list[tuple[str, date, str, float | None]]) -> pl.LazyFrame:
@@ -92,7 +93,7 @@ def test_game_features_only_when_types_exist():
 
 
 def test_chunks_equal_the_whole():
-    from ml_assets.core.features.player import player_feature_chunks
+    from ml_assets.core.features.snapshots import player_feature_chunks
 
     rows = [
         (p, day(d), t, float(d)) for p in "abc" for d in range(0, 30, 3) for t in ("purchase", "session_end")
@@ -156,7 +157,7 @@ def _n(d: int) -> int:
 
 
 def test_no_events_give_an_empty_table_and_no_pieces():
-    from ml_assets.core.features.player import player_feature_chunks
+    from ml_assets.core.features.snapshots import player_feature_chunks
 
     events = _events([("a", day(0), "x", 1.0)]).filter(pl.col("player_id") == "nobody")
     empty = player_features(events, day(0), day(3)).collect()
@@ -190,6 +191,7 @@ def test_attributes_are_the_latest_known_and_never_cross_players():
 
 def test_a_failure_in_the_snapshot_index_thread_reaches_the_caller(monkeypatch):
     from ml_assets.core.features import player as features
+    from ml_assets.core.features.snapshots import player_feature_chunks
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("index failed")
@@ -197,7 +199,7 @@ def test_a_failure_in_the_snapshot_index_thread_reaches_the_caller(monkeypatch):
     monkeypatch.setattr(features, "snapshot_index", broken)
     events = _events([("a", day(0), "purchase", 1.0), ("b", day(1), "purchase", 2.0)])
     with pytest.raises(RuntimeError, match="index failed"):
-        list(features.player_feature_chunks(events, day(0), day(3), chunk_rows=2))
+        list(player_feature_chunks(events, day(0), day(3), chunk_rows=2))
 
 
 def test_event_types_that_sanitise_alike_get_distinct_stable_columns():

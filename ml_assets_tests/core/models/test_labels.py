@@ -4,7 +4,8 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 import pytest
 
-from ml_assets.core.features.player import KEY, EventVocabulary, event_column, player_features
+from ml_assets.core.features.player import KEY, EventVocabulary, event_column
+from ml_assets.core.features.snapshots import player_features
 from ml_assets.core.models.labels import (
     LABEL,
     SPLIT,

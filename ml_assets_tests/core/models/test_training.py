@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from ml_assets.core.models.spec import ModelSpec, TuningSpec
-from ml_assets.core.models.training import score, split_out_of_time, train_model
+from ml_assets.core.models.training import explain_mask, score, split_out_of_time, train_model
 from ml_assets.lake.model_store import ModelStore
 
 SPEC = ModelSpec(name="churn", tuning=TuningSpec(trials=0), num_boost_round=40)
@@ -95,3 +95,26 @@ def test_explanations_can_be_turned_off(tmp_path):
     explained = score(_training_set(seed=1, days=1), model)
     assert [c for c in plain.columns if c.startswith("reason")] == []
     assert plain["probability"].equals(explained["probability"])
+
+
+def test_only_the_picked_rows_are_explained_and_with_the_same_values():
+    model = train_model(SPEC, _training_set())
+    rows = _training_set(seed=1, days=3)
+    every = score(rows, model)
+    newest = rows["snapshot_date"].max()
+    picked = score(rows, model, explain=lambda s: explain_mask(s, newest, days=2, share=0.1))
+    mask = picked["reason_1"].is_not_null()
+    assert picked["probability"].equals(every["probability"])
+    # rows of the newest 2 days only, a tenth of each (rounded up), the highest scores first
+    assert set(picked.filter(mask)["snapshot_date"]) == {newest, newest - timedelta(days=1)}
+    for day in (newest, newest - timedelta(days=1)):
+        of_day = picked.filter(pl.col("snapshot_date") == day)
+        chosen = of_day.filter(pl.col("reason_1").is_not_null())
+        assert chosen.height == -(-of_day.height // 10)
+        assert chosen["probability"].min() >= of_day.filter(pl.col("reason_1").is_null())["probability"].max()
+    # an explained row has exactly the reasons it gets when every row is explained
+    assert picked.filter(mask).equals(every.filter(mask))
+    # a day with no row picked keeps typed (all-null) reason columns
+    none = score(rows, model, explain=lambda s: np.zeros(s.height, dtype=bool))
+    assert none.schema["reason_1"] == pl.String and none["reason_1"].null_count() == none.height
+    assert none.schema["reason_1_contribution"] == pl.Float64

@@ -1,0 +1,203 @@
+"""Per-player running state: each player's lifetime totals as of every day they changed.
+
+The features of day D need each player's lifetime totals (counts, value sums and maxima, first
+and last days, latest attributes) and the same totals `w` days earlier for each window. Computing
+them from every event since the game began makes the daily refresh grow with the game's age. The
+state table stores them instead: a row per (day, player) for every player active that day, with
+their totals through that day. A player who stays away gets their unchanged row again every
+CARRY_DAYS days (a "carried" row), so any CARRY_DAYS consecutive days hold a row of every player
+ever seen: the state as of day D is each player's latest row in [D - CARRY_DAYS + 1, D].
+
+A day's rows come from the state as of the day before plus that day's events. A range of days
+is the same computation over the range's events at once and gives the same bits (integer totals
+are exact, value sums are summed per player in day order), so a backfill in one run and a daily
+refresh one day at a time write the same table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, timedelta
+
+import polars as pl
+
+from ml_assets.core.features.player import ATTRIBUTES, EventVocabulary, running_totals
+
+STATE_DATE = "state_date"
+# Every player has a row in any this many consecutive days: a day's state reads this many days
+# back. Larger means fewer carried rows (players ever / CARRY_DAYS a day) but a longer read.
+CARRY_DAYS = 28
+_FAR = date(9999, 12, 31)
+
+
+def event_type_counts(events: pl.LazyFrame) -> pl.DataFrame:
+    """Events and events with a value per (day, event type): what the vocabulary is chosen from."""
+    return (
+        events.group_by("event_date", "event_type")
+        .agg(
+            pl.len().alias("events"),
+            pl.col("value").is_not_null().sum().cast(pl.Int64).alias("valued_events"),
+        )
+        .sort("event_date", "event_type")
+        .collect()
+    )
+
+
+def vocabulary_from_counts(counts: pl.LazyFrame, last: date, max_types: int | None) -> EventVocabulary:
+    """The `max_types` most frequent event types up to `last` (ties by name; None: all), and the valued.
+
+    The same choice `event_vocabulary` makes from the events themselves.
+    """
+    totals = (
+        counts.filter(pl.col("event_date") <= last)
+        .group_by("event_type")
+        .agg(pl.col("events").sum().alias("n"), (pl.col("valued_events").sum() > 0).alias("valued"))
+        .sort(["n", "event_type"], descending=[True, False])
+    )
+    stats = (totals if max_types is None else totals.head(max_types)).collect()
+    return EventVocabulary(
+        types=tuple(sorted(stats["event_type"].to_list())),
+        valued=frozenset(stats.filter(pl.col("valued"))["event_type"].to_list()),
+    )
+
+
+def state_schema(vocab: EventVocabulary) -> pl.Schema:
+    """The state table's columns for the event types of `vocab` (value columns for valued types)."""
+    columns: dict[str, pl.DataType] = {
+        STATE_DATE: pl.Date(),
+        "player_id": pl.String(),
+        "active": pl.Boolean(),
+        "first_day": pl.Date(),
+        "last_active_day": pl.Date(),
+        "cum_events": pl.Int32(),
+        "cum_active_days": pl.Int32(),
+    }
+    for t in vocab.types:
+        c = vocab.column(t)
+        columns[f"{c}_cum_n"] = pl.Int32()
+        columns[f"{c}_last_day"] = pl.Date()
+        if t in vocab.valued:
+            columns[f"{c}_cum_sum"] = pl.Float64()
+            columns[f"{c}_cum_max"] = pl.Float32()
+    columns.update({a: pl.String() for a in ATTRIBUTES})
+    return pl.Schema(columns)
+
+
+def conform_state(state: pl.LazyFrame, vocab: EventVocabulary) -> pl.LazyFrame:
+    """State rows with exactly `vocab`'s columns. A type (or its values) first seen after a row was
+    written has no column there: its count and sum were 0 and its maximum and last day null."""
+    have = state.collect_schema()
+    columns = []
+    for name, dtype in state_schema(vocab).items():
+        if name not in have:
+            zero = name.endswith(("_cum_n", "_cum_sum"))
+            columns.append(pl.lit(0 if zero else None, dtype).alias(name))
+        elif name.endswith(("_cum_n", "_cum_sum")):
+            columns.append(pl.col(name).fill_null(0).cast(dtype))
+        else:
+            columns.append(pl.col(name).cast(dtype))
+    return state.select(columns)
+
+
+def latest_state(state: pl.LazyFrame, as_of: date, vocab: EventVocabulary) -> pl.DataFrame:
+    """Each player's state as of `as_of`: their latest row of the CARRY_DAYS days up to it, by player."""
+    recent = state.filter(pl.col(STATE_DATE).is_between(as_of - timedelta(days=CARRY_DAYS - 1), as_of))
+    return (
+        conform_state(recent, vocab)
+        .sort("player_id", STATE_DATE)
+        .unique("player_id", keep="last", maintain_order=True)
+        .collect()
+    )
+
+
+def advance_state(
+    prior: pl.DataFrame, daily: pl.DataFrame, vocab: EventVocabulary, first: date, last: date
+) -> pl.DataFrame:
+    """The state rows of days [first, last], sorted by player and day.
+
+    `prior` is the state as of `first` - 1 (`latest_state`, conformed to `vocab`); `daily` is
+    `daily_activity` of the days' events with `vocab` (every type the state tracks), sorted by
+    player and day. A player's stored state enters the running totals as their first row.
+    """
+    schema = state_schema(vocab)
+    active = pl.DataFrame(schema=schema)
+    if not daily.is_empty():
+        stored = prior.join(daily.select("player_id").unique(), on="player_id", how="semi")
+        rows = pl.concat([_as_daily_row(stored, vocab), _with_state_columns(daily, vocab)], how="diagonal")
+        # only attributes with gaps need their latest value carried over: the scans cost time
+        fill = [a for a in ATTRIBUTES if rows[a].null_count() > 0]
+        totals = running_totals(rows.sort("player_id", "event_date", maintain_order=True).lazy(), vocab, fill)
+        active = (
+            totals.filter(~pl.col("_stored"))
+            .with_columns(
+                pl.col("event_date").alias(STATE_DATE),
+                pl.lit(True).alias("active"),
+                pl.col("event_date").alias("last_active_day"),
+            )
+            .select(schema.names())
+            .collect(engine="in-memory")  # column scans: faster in memory than streaming
+        )
+    carried = _carried(prior.select(schema.names()), active, last)
+    return pl.concat([active, carried]).sort("player_id", STATE_DATE)
+
+
+def state_vocabulary(types: Iterable[str], valued: Iterable[str]) -> EventVocabulary:
+    """The vocabulary a state tracks: every type seen, value columns for those that ever had one."""
+    return EventVocabulary(types=tuple(sorted(set(types))), valued=frozenset(valued))
+
+
+def _as_daily_row(state: pl.DataFrame, vocab: EventVocabulary) -> pl.DataFrame:
+    """Stored state rows in the shape of `daily_activity` rows, dated the player's last active day."""
+    columns: list[pl.Expr] = [
+        pl.col("player_id"),
+        pl.col("last_active_day").alias("event_date"),
+        pl.col("cum_events").alias("n_events"),
+        pl.col("cum_active_days").alias("active_days"),
+        pl.col("first_day"),
+        pl.lit(True).alias("_stored"),
+    ]
+    for t in vocab.types:
+        c = vocab.column(t)
+        columns += [pl.col(f"{c}_cum_n").alias(f"{c}_n"), pl.col(f"{c}_last_day")]
+        if t in vocab.valued:
+            columns += [
+                pl.col(f"{c}_cum_sum").alias(f"{c}_sum"),
+                pl.col(f"{c}_cum_max").cast(pl.Float64).alias(f"{c}_max"),
+            ]
+    return state.select(*columns, *ATTRIBUTES)
+
+
+def _with_state_columns(daily: pl.DataFrame, vocab: EventVocabulary) -> pl.DataFrame:
+    """Daily rows with the columns a stored row fills: one active day, no stored first or last days."""
+    return daily.with_columns(
+        pl.lit(1, pl.Int32).alias("active_days"),
+        pl.lit(None, pl.Date).alias("first_day"),
+        pl.lit(False).alias("_stored"),
+        *(pl.lit(None, pl.Date).alias(f"{vocab.column(t)}_last_day") for t in vocab.types),
+    )
+
+
+def _carried(prior: pl.DataFrame, active: pl.DataFrame, last: date) -> pl.DataFrame:
+    """Rows repeating a player's state every CARRY_DAYS days they stay away, up to `last`.
+
+    Each stored or new row is repeated at its day + k * CARRY_DAYS (k >= 1) before the player's
+    next active day, so no player goes CARRY_DAYS days without a row.
+    """
+    # a player's rows: at most one stored row, then active days only, so the next row is the next active day
+    rows = pl.concat([prior, active]).sort("player_id", STATE_DATE)
+    same_player = pl.col("player_id").shift(-1) == pl.col("player_id")
+    next_active = pl.when(same_player).then(pl.col(STATE_DATE).shift(-1))
+    step = pl.duration(days=CARRY_DAYS)
+    until = pl.min_horizontal(pl.coalesce(next_active, pl.lit(_FAR)) - pl.duration(days=1), pl.lit(last))
+    repeats = ((until - pl.col(STATE_DATE)).dt.total_days() // CARRY_DAYS).clip(0)
+    return (
+        rows.with_columns(repeats.alias("_k"))
+        .filter(pl.col("_k") > 0)
+        .with_columns(pl.int_ranges(1, pl.col("_k") + 1).alias("_k"))
+        .explode("_k")
+        .with_columns(
+            (pl.col(STATE_DATE) + step * pl.col("_k")).alias(STATE_DATE),
+            pl.lit(False).alias("active"),
+        )
+        .drop("_k")
+    )
