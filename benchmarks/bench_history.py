@@ -1,9 +1,11 @@
-"""What one new day's features cost as a game ages: the same game (players, joins a day) with 45
-and with 360 days of history, the feature steps of the newest day timed in each.
+"""What one new day's features cost as a game ages: the same game and the same newest day, with 45
+and with 360 days of history before it; the feature steps of the newest day timed in each.
 
-Per history length, in a fresh process and lake home: simulate history + 1 days, materialize the
-event and feature assets (raw_events .. player_features) of the history in one run (not timed),
-then run the newest day alone `--repeat` times (a rerun replaces the day) and keep the fastest.
+The simulator plays 361 days once (seeded); a lake with H days of history lands only its last
+H + 1 days, so the newest day has the same events and players in every lake and only the history
+differs. Per history length, in a fresh process and lake home: materialize the event and feature
+assets (raw_events .. player_features) of the history in one run (not timed), then run the newest
+day alone `--repeat` times (a rerun replaces the day) and keep the fastest.
 Reported per run: the wall time and each step's duration (player_state and player_features are
 what history could make grow). Target: 360 days / 45 days <= 1.2 for the feature steps.
 
@@ -33,24 +35,29 @@ FEATURE_STEPS = ("event_type_counts", "player_state", "player_features")
 TARGET = 1.2
 
 
-def worker(history: int, players: int, repeat: int) -> dict[str, Any]:
+def worker(history: int, players: int, repeat: int, longest: int) -> dict[str, Any]:
     """One history length in a fresh home: figures as a dict."""
     home = Path(tempfile.mkdtemp(prefix=f"ml_assets_history_{history}_"))
     os.environ["ML_ASSETS_HOME"] = str(home)
     from ml_assets.app.runner import execute, instance_for
+    from ml_assets.core.events.landing import write_batch
     from ml_assets.core.settings import load_settings
-    from ml_assets.simulator.game import SimulationParams, simulate
+    from ml_assets.simulator.game import SimulationParams, simulate_days
 
     try:
         settings = load_settings(home)
-        params = SimulationParams(players=players, days=history + 1, seed=7)
-        report = simulate(settings.landing_dir, params)
+        params = SimulationParams(players=players, days=longest + 1, seed=7)
+        newest = params.last_day
+        first = newest - timedelta(days=history)
+        landed = 0
+        for day, frame in simulate_days(params, params.start, newest):
+            if day >= first:
+                write_batch(settings.landing_dir, frame, f"sim-{day:%Y%m%d}", "simulator")
+                landed += frame.height
         instance = instance_for(settings)
-        first, newest = params.start, params.start + timedelta(days=history)
         started = time.perf_counter()
-        backfill = execute(
-            settings, instance, SELECT, first.isoformat(), (newest - timedelta(days=1)).isoformat()
-        )
+        # from the first partition: late rows of the first batch belong to the day before `first`
+        backfill = execute(settings, instance, SELECT, None, (newest - timedelta(days=1)).isoformat())
         backfill_s = time.perf_counter() - started
         assert backfill.success
         runs = []
@@ -75,7 +82,7 @@ def worker(history: int, players: int, repeat: int) -> dict[str, Any]:
         return {
             "history_days": history,
             "players_start": players,
-            "landed_rows": report.rows,
+            "landed_rows": landed,
             "newest_day_events": day_events,
             "newest_day_feature_rows": features,
             "backfill_s": round(backfill_s, 2),
@@ -95,12 +102,14 @@ def main() -> int:
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker is not None:
-        print(json.dumps(worker(args.worker, args.players, args.repeat)))
+        longest = max(int(h) for h in args.histories.split(","))
+        print(json.dumps(worker(args.worker, args.players, args.repeat, longest)))
         return 0
     results = []
     for history in [int(h) for h in args.histories.split(",")]:
         log(f"[history] {history} days, {args.players} players ...")
         child = [str(Path(__file__)), "--worker", str(history), "--players", str(args.players)]
+        child += ["--histories", args.histories]
         results.append(run_child([*child, "--repeat", str(args.repeat)]))
         r = results[-1]
         log(f"          feature steps {r['feature_steps_s']:.2f}s, run {r['best']['wall_s']:.2f}s")

@@ -16,10 +16,10 @@ from ml_assets.core.features.player import daily_activity
 from ml_assets.core.features.snapshots import features_from_state, state_days_needed
 from ml_assets.core.features.state import (
     CARRY_DAYS,
-    STATE_DATE,
     advance_state,
+    cumulative_counts,
     event_type_counts,
-    latest_state,
+    prior_state,
     state_schema,
     state_vocabulary,
     vocabulary_from_counts,
@@ -39,10 +39,6 @@ from ml_assets.lake.tables import (
     open_table,
 )
 
-# The vocabulary is the most frequent event types over all history: the counts table is a row
-# per (day, type), so reading all of it stays small.
-HISTORY_DAYS = 3660
-
 
 def _days(start_offset: int, end_offset: int) -> dg.TimeWindowPartitionMapping:
     """Upstream days [D + start_offset, D + end_offset] of day D; days before the first are none."""
@@ -59,19 +55,30 @@ def feature_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.
         name=EVENT_TYPE_COUNTS,
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
+        # the totals of the day before: read from the table, not loaded as a frame
+        ins={EVENT_TYPE_COUNTS: dg.AssetIn(partition_mapping=_days(-1, -1), dagster_type=dg.Nothing)},
         metadata={"partition_expr": EVENT_TABLES[EVENT_TYPE_COUNTS]},
         group_name="features",
         kinds={"polars", "delta"},
     )
-    def type_counts(clean_events: pl.LazyFrame) -> pl.DataFrame:
-        """Events and events with a value per day and event type: the features' vocabulary comes from it."""
-        return event_type_counts(clean_events)
+    def type_counts(
+        context: dg.AssetExecutionContext, lake: LakeResource, clean_events: pl.LazyFrame
+    ) -> pl.DataFrame:
+        """Events and events with a value per event type up to each day: the features' vocabulary."""
+        first, last = run_window(context)
+        before = first - ONE_DAY
+        _require(context, EVENT_TYPE_COUNTS, before, before)
+        table = open_table(lake.table_uri(EVENT_TYPE_COUNTS))
+        prior = None
+        if table is not None:
+            prior = pl.scan_delta(table).filter(pl.col("event_date") == before).collect()
+        return cumulative_counts(prior, event_type_counts(clean_events), first, last)
 
     @dg.asset(
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         ins={
-            EVENT_TYPE_COUNTS: dg.AssetIn(partition_mapping=_days(-HISTORY_DAYS, 0)),
+            EVENT_TYPE_COUNTS: dg.AssetIn(),
             # the state of the CARRY_DAYS days before: read from the table, not loaded as a frame
             PLAYER_STATE: dg.AssetIn(
                 partition_mapping=_days(-CARRY_DAYS, -1),
@@ -90,22 +97,21 @@ def feature_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.
     ) -> pl.DataFrame:
         """Each player's lifetime totals on every day they played (and every 28 days they stay away)."""
         first, last = run_window(context)
-        _require_state(context, first - timedelta(days=CARRY_DAYS), first - ONE_DAY)
-        counts = event_type_counts.filter(pl.col("event_date") <= last)
-        vocab = vocabulary_from_counts(counts, last, None)
+        _require(context, PLAYER_STATE, first - timedelta(days=CARRY_DAYS), first - ONE_DAY)
+        vocab = vocabulary_from_counts(event_type_counts, last, None)
         vocab = state_vocabulary(vocab.types, vocab.valued)
+        chunk = settings.features.chunk_days
+        daily = pl.concat(
+            daily_activity(clean_events.filter(pl.col("event_date").is_between(lo, hi)), vocab)
+            for lo, hi in day_chunks(first, last, chunk)
+        ).sort("player_id", "event_date")
         table = open_table(lake.table_uri(PLAYER_STATE))
         prior = (
-            latest_state(pl.scan_delta(table).filter(pl.col(STATE_DATE) < first), first - ONE_DAY, vocab)
+            prior_state(pl.scan_delta(table), first, last, daily["player_id"].unique(), vocab)
             if table is not None
             else pl.DataFrame(schema=state_schema(vocab))
         )
-        chunk = settings.features.chunk_days
-        daily = [
-            daily_activity(clean_events.filter(pl.col("event_date").is_between(lo, hi)), vocab)
-            for lo, hi in day_chunks(first, last, chunk)
-        ]
-        rows = advance_state(prior, pl.concat(daily).sort("player_id", "event_date"), vocab, first, last)
+        rows = advance_state(prior, daily, vocab, first, last)
         context.add_output_metadata({"players_before": prior.height, "event_types": len(vocab.types)})
         return rows
 
@@ -114,7 +120,7 @@ def feature_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.
         backfill_policy=dg.BackfillPolicy.single_run(),
         ins={
             PLAYER_STATE: dg.AssetIn(partition_mapping=_days(-(longest + CARRY_DAYS - 1), 0)),
-            EVENT_TYPE_COUNTS: dg.AssetIn(partition_mapping=_days(-HISTORY_DAYS, 0)),
+            EVENT_TYPE_COUNTS: dg.AssetIn(),
         },
         metadata={"partition_expr": EVENT_TABLES[PLAYER_FEATURES]},
         check_specs=[schema_check_spec(PLAYER_FEATURES, blocking=True)],
@@ -130,7 +136,7 @@ def feature_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.
         """Trailing-window, lifetime and game features for players active in the longest window."""
         options = lake.settings().features
         first, last = run_window(context)
-        _require_state(context, state_days_needed(first, options.windows), last)
+        _require(context, PLAYER_STATE, state_days_needed(first, options.windows), last)
         check = ChunkedSchemaCheck(PlayerFeatures, PLAYER_FEATURES)
         chunks = FrameChunks(
             features_from_state(
@@ -150,16 +156,16 @@ def feature_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.
     return stage_defs(settings, [type_counts, player_state, player_features])
 
 
-def _require_state(context: dg.AssetExecutionContext, first: date, last: date) -> None:
-    """Fail unless player_state is materialized for every existing day of [first, last]: a
-    missing day would silently count as a day nobody played."""
+def _require(context: dg.AssetExecutionContext, table: str, first: date, last: date) -> None:
+    """Fail unless `table` is materialized for every existing day of [first, last]: a missing
+    day of state would silently count as a day nobody played."""
     partitions = context.assets_def.partitions_def
     assert isinstance(partitions, dg.TimeWindowPartitionsDefinition)
     needed = {key for key in partitions.get_partition_keys() if first.isoformat() <= key <= last.isoformat()}
-    done = context.instance.get_materialized_partitions(dg.AssetKey(PLAYER_STATE))
+    done = context.instance.get_materialized_partitions(dg.AssetKey(table))
     missing = sorted(needed - done)
     if missing:
         raise ValueError(
-            f"player_state is not materialized for {len(missing)} day(s) it needs "
-            f"({missing[0]} .. {missing[-1]}): materialize player_state from {missing[0]} first"
+            f"{table} is not materialized for {len(missing)} day(s) it needs "
+            f"({missing[0]} .. {missing[-1]}): materialize {table} from {missing[0]} first"
         )

@@ -121,6 +121,19 @@ class _PartitionRows:
             )
 
 
+def _describe(context: dg.OutputContext, meta: dict[str, Any]) -> None:
+    """Attach the table's metadata (schema, URI, version) to what the UI shows. A range run records
+    a materialization per day, each stored with its metadata: a schema of 95 columns on each of
+    546 days cost seconds to serialize, so a range gives it to its newest day only (the one the
+    asset page shows); every day keeps its own row count (`_PartitionRows`)."""
+    keys = context.asset_partition_keys if context.has_asset_partitions else []
+    if len(keys) > 1:
+        newest = {k: v for k, v in meta.items() if k != "dagster/row_count"}
+        context.step_context.add_asset_metadata(newest, asset_key=context.asset_key, partition_key=keys[-1])
+    else:
+        context.add_output_metadata(meta)
+
+
 class DeltaLakeIOManager(LakeWriterIOManager):
     """Polars frames in, Delta tables out, one table per asset under `root_uri`."""
 
@@ -155,7 +168,7 @@ class DeltaLakeIOManager(LakeWriterIOManager):
                 delta_write_options={"schema_mode": "overwrite"},
             )
             version = DeltaTable(uri, storage_options=self._options()).version()
-        context.add_output_metadata(table_metadata(frame, uri, version))
+        _describe(context, table_metadata(frame, uri, version))
 
     @staticmethod
     def _window(context: dg.OutputContext) -> tuple[str, date, date, str]:
@@ -184,9 +197,7 @@ class DeltaLakeIOManager(LakeWriterIOManager):
                 version = writer.commit(first, start, end)
                 counted.report(context)
                 empty = pl.DataFrame(schema=obj.schema)
-                context.add_output_metadata(
-                    {**table_metadata(empty, uri, version), "dagster/row_count": obj.rows}
-                )
+                _describe(context, {**table_metadata(empty, uri, version), "dagster/row_count": obj.rows})
                 return
             # a new column (schema merge), or no rows: write_deltalake's path below
             obj = FrameChunks(itertools.chain([first] if first is not None else [], pieces))
@@ -220,7 +231,7 @@ class DeltaLakeIOManager(LakeWriterIOManager):
         version = DeltaTable(uri, storage_options=self._options()).version()
         counted.report(context)
         empty = pl.DataFrame(schema=obj.schema)
-        context.add_output_metadata({**table_metadata(empty, uri, version), "dagster/row_count": obj.rows})
+        _describe(context, {**table_metadata(empty, uri, version), "dagster/row_count": obj.rows})
 
     def _exists(self, uri: str) -> bool:
         return open_table(uri, self._options()) is not None

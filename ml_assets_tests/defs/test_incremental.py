@@ -39,12 +39,20 @@ def test_daily_runs_write_the_same_state_and_features_as_one_backfill(tmp_path, 
         assert_frame_equal(got, expected, check_exact=True)
 
 
-def test_features_refuse_to_run_over_missing_state(tmp_path, instance):
+def _failure(result) -> tuple[str, str]:
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    return failure.step_key, failure.step_failure_data.error.cause.message
+
+
+def test_state_and_counts_refuse_to_run_over_missing_days(tmp_path, instance):
     settings = make_lake(tmp_path / "h", players=100, days=12)
     assert run_graph(settings, instance, "2025-01-01", "2025-01-05", SELECT).success
     result = run_graph(settings, instance, "2025-01-10", "2025-01-10", SELECT)
     assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    assert failure.step_key == "player_state"
-    message = failure.step_failure_data.error.cause.message
+    step, message = _failure(result)
+    assert step == "event_type_counts"
+    assert "event_type_counts is not materialized for 1 day(s) it needs (2025-01-09 .. 2025-01-09)" in message
+    result = run_graph(settings, instance, "2025-01-10", "2025-01-10", ["player_state"])
+    step, message = _failure(result)
+    assert step == "player_state"
     assert "player_state is not materialized for 4 day(s) it needs (2025-01-06 .. 2025-01-09)" in message

@@ -70,10 +70,12 @@ def test_a_failed_write_leaves_the_previous_version(tmp_path):
 def test_output_metadata_has_row_count_and_schema(tmp_path):
     result = _run(str(tmp_path / "lake"), "2025-01-01", "2025-01-02")
     mats = result.asset_materializations_for_node("table")
-    meta = mats[0].metadata
     assert [m.metadata["dagster/row_count"].value for m in mats] == [1, 1]  # each day its own
-    assert [c.name for c in meta["dagster/column_schema"].value.columns] == ["day", "x"]
-    assert "delta_version" in meta
+    # the schema, URI and version go to the newest day only: serialized on every day they cost seconds
+    newest = next(m.metadata for m in mats if m.partition == "2025-01-02")
+    assert [c.name for c in newest["dagster/column_schema"].value.columns] == ["day", "x"]
+    assert "delta_version" in newest and "table_uri" in newest
+    assert "dagster/column_schema" not in next(m.metadata for m in mats if m.partition == "2025-01-01")
 
 
 def test_each_partition_of_a_range_run_carries_its_own_row_count(tmp_path):

@@ -26,7 +26,9 @@ from ml_assets.core.features.state import (
     STATE_DATE,
     advance_state,
     conform_state,
+    cumulative_counts,
     event_type_counts,
+    latest_state,
     state_schema,
     state_vocabulary,
     vocabulary_from_counts,
@@ -50,17 +52,15 @@ def snapshot_totals(
     first, dated that day: only its sums are read, as the lagged totals of the windows.
     """
     start = first - timedelta(days=longest)
-    rows = conform_state(
-        state.filter(pl.col(STATE_DATE).is_between(start - timedelta(days=CARRY_DAYS - 1), last)), vocab
+    window = conform_state(
+        state.filter(pl.col(STATE_DATE).is_between(start, last, closed="right") & pl.col("active")), vocab
     ).collect()
-    window = rows.filter(pl.col("active") & (pl.col(STATE_DATE) > start))
-    before = (
-        rows.filter(pl.col(STATE_DATE) <= start)
-        .join(window.select("player_id").unique(), on="player_id", how="semi")
-        .sort("player_id", STATE_DATE)
-        .unique("player_id", keep="last", maintain_order=True)
-        .with_columns(pl.lit(start).alias(STATE_DATE))
-    )
+    # of the days before, only the window's players' rows: the other rows (players ever, carried)
+    # are most of those days, and the reader skips them by the player_id column alone
+    players = window["player_id"].unique()
+    before = latest_state(
+        state.filter(pl.col("player_id").is_in(players.implode())), start, vocab
+    ).with_columns(pl.lit(start).alias(STATE_DATE))
     return (
         pl.concat([before, window])
         .sort("player_id", STATE_DATE, maintain_order=True)
@@ -93,10 +93,12 @@ def features_from_state(
 def build_state(events: pl.LazyFrame, counts: pl.DataFrame, last: date, event_days: int = 14) -> pl.DataFrame:
     """The state rows of every day of `events` up to `last`, built from nothing.
 
-    Daily activity is aggregated `event_days` of events at a time (memory holds one range's
-    events), then the running totals are one pass over all of it.
+    `counts` are the `cumulative_counts` of the events (the state tracks every type seen by
+    `last`). Daily activity is aggregated `event_days` of events at a time (memory holds one
+    range's events), then the running totals are one pass over all of it.
     """
-    vocab = state_vocabulary(counts["event_type"], counts.filter(pl.col("valued_events") > 0)["event_type"])
+    seen = vocabulary_from_counts(counts.lazy(), last, None)
+    vocab = state_vocabulary(seen.types, seen.valued)
     empty = pl.DataFrame(schema=state_schema(vocab))
     if counts.is_empty():
         return empty
@@ -106,6 +108,13 @@ def build_state(events: pl.LazyFrame, counts: pl.DataFrame, last: date, event_da
         for lo, hi in day_chunks(start, last, event_days)
     ]
     return advance_state(empty, pl.concat(parts).sort("player_id", "event_date"), vocab, start, last)
+
+
+def counts_of(events: pl.LazyFrame, last: date) -> pl.DataFrame:
+    """The `cumulative_counts` of `events` from their first day to `last`."""
+    daily = event_type_counts(events.filter(pl.col("event_date") <= last))
+    first = daily["event_date"].min() if daily.height else last
+    return cumulative_counts(None, daily, first, last)  # type: ignore[arg-type]
 
 
 def player_feature_chunks(
@@ -121,7 +130,7 @@ def player_feature_chunks(
     """Feature snapshots of days [first, last] from clean `events` (reads only days <= last), in
     pieces of whole players of about `chunk_rows` grid rows: the same rows as from a stored state."""
     events = events.filter(pl.col("event_date") <= last)
-    counts = event_type_counts(events)
+    counts = counts_of(events, last)
     state = build_state(events, counts, last, event_days)
     yield from features_from_state(
         state.lazy(), counts.lazy(), first, last, windows, max_event_types, chunk_rows, vocab
@@ -144,8 +153,7 @@ def player_features(
     exist, and the player's latest attributes. Rows come sorted by player and snapshot day.
     """
     events = events.filter(pl.col("event_date") <= last)
-    counts = event_type_counts(events)
-    vocab = vocab or vocabulary_from_counts(counts.lazy(), last, max_event_types)
+    vocab = vocab or vocabulary_from_counts(counts_of(events, last).lazy(), last, max_event_types)
     pieces = list(
         player_feature_chunks(events, first, last, windows, max_event_types, _WHOLE_PIECE_ROWS, vocab=vocab)
     )

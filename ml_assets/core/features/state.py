@@ -31,27 +31,60 @@ _FAR = date(9999, 12, 31)
 
 
 def event_type_counts(events: pl.LazyFrame) -> pl.DataFrame:
-    """Events and events with a value per (day, event type): what the vocabulary is chosen from."""
+    """Events and events with a value per (day, event type) of `events`."""
     return (
         events.group_by("event_date", "event_type")
         .agg(
             pl.len().alias("events"),
             pl.col("value").is_not_null().sum().cast(pl.Int64).alias("valued_events"),
         )
+        .with_columns(pl.col("events").cast(pl.Int64))
         .sort("event_date", "event_type")
         .collect()
     )
 
 
-def vocabulary_from_counts(counts: pl.LazyFrame, last: date, max_types: int | None) -> EventVocabulary:
-    """The `max_types` most frequent event types up to `last` (ties by name; None: all), and the valued.
+def cumulative_counts(
+    prior: pl.DataFrame | None, daily: pl.DataFrame, first: date, last: date
+) -> pl.DataFrame:
+    """Events and valued events per event type up to each day of [first, last]: a row per day and
+    type seen by then. `prior` holds the totals as of `first` - 1 (event_type, events,
+    valued_events; None: nothing before), `daily` the `event_type_counts` of the days."""
+    days = pl.DataFrame({"event_date": pl.date_range(first, last, eager=True)})
+    before = (
+        prior.select("event_type", "events", "valued_events")
+        if prior is not None
+        else pl.DataFrame(schema={"event_type": pl.String, "events": pl.Int64, "valued_events": pl.Int64})
+    )
+    types = pl.concat([before.select("event_type"), daily.select("event_type")]).unique()
+    running = (
+        days.join(types, how="cross")
+        .join(daily, on=["event_date", "event_type"], how="left")
+        .fill_null(0)
+        .sort("event_type", "event_date")
+        .with_columns(pl.col("events", "valued_events").cum_sum().over("event_type"))
+        .join(before, on="event_type", how="left", suffix="_before")
+        .with_columns(
+            pl.col("events") + pl.col("events_before").fill_null(0),
+            pl.col("valued_events") + pl.col("valued_events_before").fill_null(0),
+        )
+    )
+    return (
+        running.filter(pl.col("events") > 0)
+        .select("event_date", "event_type", "events", "valued_events")
+        .sort("event_date", "event_type")
+    )
 
-    The same choice `event_vocabulary` makes from the events themselves.
+
+def vocabulary_from_counts(counts: pl.LazyFrame, as_of: date, max_types: int | None) -> EventVocabulary:
+    """The `max_types` most frequent event types up to `as_of` (ties by name; None: all), and the valued.
+
+    `counts` are `cumulative_counts`: the row of `as_of` holds every type seen by then. The same
+    choice `event_vocabulary` makes from the events themselves.
     """
     totals = (
-        counts.filter(pl.col("event_date") <= last)
-        .group_by("event_type")
-        .agg(pl.col("events").sum().alias("n"), (pl.col("valued_events").sum() > 0).alias("valued"))
+        counts.filter(pl.col("event_date") == as_of)
+        .select("event_type", pl.col("events").alias("n"), (pl.col("valued_events") > 0).alias("valued"))
         .sort(["n", "event_type"], descending=[True, False])
     )
     stats = (totals if max_types is None else totals.head(max_types)).collect()
@@ -108,6 +141,20 @@ def latest_state(state: pl.LazyFrame, as_of: date, vocab: EventVocabulary) -> pl
         .unique("player_id", keep="last", maintain_order=True)
         .collect()
     )
+
+
+def prior_state(
+    state: pl.LazyFrame, first: date, last: date, active: pl.Series, vocab: EventVocabulary
+) -> pl.DataFrame:
+    """What `advance_state` of [first, last] needs of the state as of `first` - 1: the rows of the
+    `active` players and of those whose carried row falls due by `last`. Only their rows are read
+    whole; of the others, just player and day."""
+    before = first - timedelta(days=1)
+    recent = state.filter(pl.col(STATE_DATE).is_between(before - timedelta(days=CARRY_DAYS - 1), before))
+    latest = recent.group_by("player_id").agg(pl.col(STATE_DATE).max()).collect()
+    due = latest.filter(pl.col(STATE_DATE) <= last - timedelta(days=CARRY_DAYS))["player_id"]
+    needed = pl.concat([due, active]).unique()
+    return latest_state(state.filter(pl.col("player_id").is_in(needed.implode())), before, vocab)
 
 
 def advance_state(

@@ -9,11 +9,12 @@ from polars.testing import assert_frame_equal
 from ml_assets.core.events.cleaning import clean_events
 from ml_assets.core.events.landing import conform, partition_day
 from ml_assets.core.features.player import daily_activity
-from ml_assets.core.features.snapshots import build_state, features_from_state, player_features
+from ml_assets.core.features.snapshots import build_state, counts_of, features_from_state, player_features
 from ml_assets.core.features.state import (
     CARRY_DAYS,
     STATE_DATE,
     advance_state,
+    cumulative_counts,
     event_type_counts,
     latest_state,
     state_vocabulary,
@@ -47,8 +48,8 @@ def _day_by_day(events: pl.LazyFrame, counts: pl.DataFrame, first: date, last: d
 
 def test_a_state_built_day_by_day_equals_one_pass_bit_for_bit():
     clean = _game(days=70)
-    events, counts = clean.lazy(), event_type_counts(clean.lazy())
-    last = counts["event_date"].max()
+    last = clean["event_date"].max()
+    events, counts = clean.lazy(), counts_of(clean.lazy(), last)
     whole = build_state(events, counts, last)
     daily = _day_by_day(events, counts, last - timedelta(days=24), last)
     order = ["player_id", STATE_DATE]
@@ -67,7 +68,7 @@ def test_every_player_has_a_row_in_any_carry_window_and_a_returning_player_keeps
         + [("b", day(k), "level_up", None) for k in range(2, 100, 3)]
         + [("a", day(90), "session_start", None)]
     )
-    counts = event_type_counts(events)
+    counts = counts_of(events, day(100))
     state = build_state(events, counts, day(100))
     a_days = sorted(state.filter(pl.col("player_id") == "a")[STATE_DATE].to_list())
     assert max((b - x).days for x, b in zip(a_days, a_days[1:], strict=False)) <= CARRY_DAYS
@@ -88,7 +89,7 @@ def test_a_type_first_seen_late_has_zero_counts_in_older_state_rows():
     early = [("a", day(k), "session_start", None) for k in range(0, 10)]
     late = [("a", day(12), "purchase", 3.0), ("b", day(12), "purchase", 1.0)]
     events = _events(early + late)
-    counts = event_type_counts(events)
+    counts = counts_of(events, day(12))
     before = build_state(events, counts.filter(pl.col("event_date") <= day(10)), day(10))
     assert "ev_purchase_cum_n" not in before.columns
     vocab = state_vocabulary(counts["event_type"], ["purchase"])
@@ -99,3 +100,19 @@ def test_a_type_first_seen_late_has_zero_counts_in_older_state_rows():
     stored = pl.concat([before, after], how="diagonal_relaxed")
     got = pl.concat(features_from_state(stored.lazy(), counts.lazy(), day(12), day(12)))
     assert_frame_equal(got, player_features(events, day(12), day(12)).collect(), check_exact=True)
+
+
+def test_cumulative_counts_continue_from_the_day_before():
+    events = _events(
+        [("a", day(0), "purchase", 1.0), ("a", day(2), "level_up", None), ("b", day(3), "purchase", None)]
+    )
+    whole = counts_of(events, day(4))
+    first_part = counts_of(events, day(1))
+    prior = first_part.filter(pl.col("event_date") == day(1))
+    rest = cumulative_counts(
+        prior, event_type_counts(events.filter(pl.col("event_date") >= day(2))), day(2), day(4)
+    )
+    assert_frame_equal(pl.concat([first_part, rest]), whole)
+    last = whole.filter(pl.col("event_date") == day(4))
+    assert dict(zip(last["event_type"], last["events"], strict=True)) == {"level_up": 1, "purchase": 2}
+    assert whole.filter(pl.col("event_date") == day(1))["event_type"].to_list() == ["purchase"]
