@@ -5,9 +5,12 @@ The model has the churn model's shape (150 trees of 16 leaves, 53 features; bina
 trained on seeded synthetic rows; every variant scores the same 100k rows, side by side in one
 process, best of `--repeat`. Values are compared with LightGBM's: SHAP values and expected value
 (max abs difference), probabilities (max abs difference). shap and lleaves are not dependencies of
-ml-assets; install them to measure (`pip install shap lleaves`), a missing one is reported as such.
+ml-assets; install them to measure, a missing one is reported as such. lleaves 1.x compiles only
+with llvmlite < 0.44, which shap's numba needs matched (numba 0.60):
 
-    .venv/bin/python benchmarks/bench_shap.py
+    python -m venv /tmp/llenv && /tmp/llenv/bin/pip install shap "numba==0.60.*" "llvmlite==0.43.*" \
+        lleaves lightgbm polars psutil
+    /tmp/llenv/bin/python benchmarks/bench_shap.py
 """
 
 from __future__ import annotations
@@ -100,6 +103,10 @@ def measure(rows: int, repeat: int) -> dict[str, Any]:
         }
     except ImportError:
         results["lleaves_predict"] = {"missing": "pip install lleaves"}
+    except AttributeError as exc:  # lleaves 1.x needs llvmlite < 0.44 (the legacy pass manager)
+        results["lleaves_predict"] = {
+            "missing": f"lleaves failed to compile: {exc}; pip install 'llvmlite<0.44'"
+        }
     return results
 
 
@@ -114,7 +121,7 @@ def main() -> int:
     rows = [
         ["LightGBM predict", f"{base['s']:.3f}", f"{base['rows_per_s']:,.0f}", "1.00x", "-"],
         [
-            "LightGBM pred_contrib (TreeSHAP)",
+            "LightGBM pred_contrib",
             f"{contrib['s']:.3f}",
             f"{contrib['rows_per_s']:,.0f}",
             "1.00x",

@@ -19,6 +19,8 @@ from ml_assets.core.features.state import (
     advance_state,
     cumulative_counts,
     event_type_counts,
+    latest_rows,
+    latest_state,
     prior_state,
     state_schema,
     state_vocabulary,
@@ -94,26 +96,40 @@ def feature_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.
         lake: LakeResource,
         clean_events: pl.LazyFrame,
         event_type_counts: pl.LazyFrame,
-    ) -> pl.DataFrame:
+    ) -> FrameChunks:
         """Each player's lifetime totals on every day they played (and every 28 days they stay away)."""
         first, last = run_window(context)
         _require(context, PLAYER_STATE, first - timedelta(days=CARRY_DAYS), first - ONE_DAY)
         vocab = vocabulary_from_counts(event_type_counts, last, None)
         vocab = state_vocabulary(vocab.types, vocab.valued)
-        chunk = settings.features.chunk_days
-        daily = pl.concat(
-            daily_activity(clean_events.filter(pl.col("event_date").is_between(lo, hi)), vocab)
-            for lo, hi in day_chunks(first, last, chunk)
-        ).sort("player_id", "event_date")
         table = open_table(lake.table_uri(PLAYER_STATE))
-        prior = (
-            prior_state(pl.scan_delta(table), first, last, daily["player_id"].unique(), vocab)
-            if table is not None
-            else pl.DataFrame(schema=state_schema(vocab))
+        stored = pl.scan_delta(table) if table is not None else None
+        pieces = day_chunks(first, last, lake.settings().features.chunk_days)
+
+        def state_pieces() -> Iterator[pl.DataFrame]:
+            # a piece of days at a time (memory holds one piece's days), each from the state the
+            # pieces before left: the same bits as one pass or one run a day
+            latest: pl.DataFrame | None = None
+            for lo, hi in pieces:
+                daily = daily_activity(clean_events.filter(pl.col("event_date").is_between(lo, hi)), vocab)
+                if latest is None:
+                    # one piece needs only its players and those due a carried row; more pieces
+                    # carry every player along, so they start from every player's state
+                    latest = (
+                        pl.DataFrame(schema=state_schema(vocab))
+                        if stored is None
+                        else prior_state(stored, lo, hi, daily["player_id"].unique(), vocab)
+                        if len(pieces) == 1
+                        else latest_state(stored, lo - ONE_DAY, vocab)
+                    )
+                rows = advance_state(latest, daily, vocab, lo, hi)
+                yield rows
+                latest = latest_rows(pl.concat([latest, rows]), hi)
+
+        context.add_output_metadata(
+            {"event_types": len(vocab.types), "days_per_piece": lake.settings().features.chunk_days}
         )
-        rows = advance_state(prior, daily, vocab, first, last)
-        context.add_output_metadata({"players_before": prior.height, "event_types": len(vocab.types)})
-        return rows
+        return FrameChunks(state_pieces())
 
     @dg.asset(
         partitions_def=partitions,

@@ -143,6 +143,16 @@ def latest_state(state: pl.LazyFrame, as_of: date, vocab: EventVocabulary) -> pl
     )
 
 
+def latest_rows(rows: pl.DataFrame, as_of: date) -> pl.DataFrame:
+    """Each player's latest row of `rows` within the CARRY_DAYS days up to `as_of` (every player's
+    state as of `as_of`, given rows that hold those days), by player."""
+    return (
+        rows.filter(pl.col(STATE_DATE) > as_of - timedelta(days=CARRY_DAYS))
+        .sort("player_id", STATE_DATE)
+        .unique("player_id", keep="last", maintain_order=True)
+    )
+
+
 def prior_state(
     state: pl.LazyFrame, first: date, last: date, active: pl.Series, vocab: EventVocabulary
 ) -> pl.DataFrame:
@@ -170,10 +180,13 @@ def advance_state(
     active = pl.DataFrame(schema=schema)
     if not daily.is_empty():
         stored = prior.join(daily.select("player_id").unique(), on="player_id", how="semi")
-        rows = pl.concat([_as_daily_row(stored, vocab), _with_state_columns(daily, vocab)], how="diagonal")
+        rows = _with_state_columns(daily, vocab)
+        if not stored.is_empty():  # daily rows come sorted; stored rows go before each player's days
+            rows = pl.concat([_as_daily_row(stored, vocab), rows], how="diagonal")
+            rows = rows.sort("player_id", "event_date", maintain_order=True)
         # only attributes with gaps need their latest value carried over: the scans cost time
         fill = [a for a in ATTRIBUTES if rows[a].null_count() > 0]
-        totals = running_totals(rows.sort("player_id", "event_date", maintain_order=True).lazy(), vocab, fill)
+        totals = running_totals(rows.lazy(), vocab, fill)
         active = (
             totals.filter(~pl.col("_stored"))
             .with_columns(
@@ -185,6 +198,8 @@ def advance_state(
             .collect(engine="in-memory")  # column scans: faster in memory than streaming
         )
     carried = _carried(prior.select(schema.names()), active, last)
+    if carried.is_empty():
+        return active  # sorted by player and day already
     return pl.concat([active, carried]).sort("player_id", STATE_DATE)
 
 
