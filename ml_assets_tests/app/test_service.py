@@ -199,8 +199,8 @@ def _until_shown(action: Callable[[], None], shown, attempts: int = 6) -> None:
     """Do `action` until `shown` (a locator) appears: a control acted on before the page has loaded
     its data does nothing, so the action is repeated, each time waiting up to 10 s."""
     for attempt in range(attempts):
-        action()
         try:
+            action()
             shown.wait_for(timeout=10_000)
             return
         except Exception:
@@ -237,7 +237,12 @@ def test_a_user_in_chromium_sees_the_graph_plots_and_runs_and_promotes(service):
         page.set_default_timeout(30_000)
         # a fresh profile gets a "Join the Dagster community" modal, on whichever page and whenever
         # it loads: Playwright skips it before any action it would block
-        page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
+        # forced, and without waiting for it to go: the modal can open over another dialog
+        page.add_locator_handler(
+            page.get_by_role("button", name="Skip"),
+            lambda skip: skip.click(force=True, timeout=5_000),
+            no_wait_after=True,
+        )
         try:
             # the lineage graph, one group at a time: every asset is a node
             page.goto(f"{server.url}/asset-groups")
