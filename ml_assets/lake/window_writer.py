@@ -31,19 +31,32 @@ def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
 
-def _stats(frame: pl.DataFrame) -> str:
-    """Delta file statistics: row count, null counts, and min/max of integer and date columns."""
-    nulls = frame.null_count().row(0, named=True)
-    bounded = [c for c, t in frame.schema.items() if isinstance(t, _STATS_MINMAX)]
-    low = frame.select(pl.col(bounded).min()).row(0, named=True) if bounded else {}
-    high = frame.select(pl.col(bounded).max()).row(0, named=True) if bounded else {}
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, date) else v for k, v in row.items() if v is not None}
 
-    def plain(row: dict[str, Any]) -> dict[str, Any]:
-        return {k: v.isoformat() if isinstance(v, date) else v for k, v in row.items() if v is not None}
 
-    return json.dumps(
-        {"numRecords": frame.height, "minValues": plain(low), "maxValues": plain(high), "nullCount": nulls}
+def partition_stats(frame: pl.DataFrame, column: str) -> dict[Any, str]:
+    """Delta file statistics of each value of `column` in `frame` (row count, null counts, min/max of
+    integer and date columns), in one pass: a long log's range run writes thousands of tiny files."""
+    columns = [c for c in frame.columns if c != column]
+    bounded = [c for c in columns if isinstance(frame.schema[c], _STATS_MINMAX)]
+    stats = frame.group_by(column).agg(
+        pl.len().alias("\0rows"),
+        *[pl.col(c).null_count().alias(f"\0nulls\0{c}") for c in columns],
+        *[pl.col(c).min().alias(f"\0min\0{c}") for c in bounded],
+        *[pl.col(c).max().alias(f"\0max\0{c}") for c in bounded],
     )
+    out: dict[Any, str] = {}
+    for row in stats.iter_rows(named=True):
+        out[row[column]] = json.dumps(
+            {
+                "numRecords": row["\0rows"],
+                "minValues": _plain({c: row[f"\0min\0{c}"] for c in bounded}),
+                "maxValues": _plain({c: row[f"\0max\0{c}"] for c in bounded}),
+                "nullCount": {c: row[f"\0nulls\0{c}"] for c in columns},
+            }
+        )
+    return out
 
 
 def same_schema(table: DeltaTable, frame: pl.DataFrame) -> bool:
@@ -65,12 +78,13 @@ class WindowWriter:
         """Write `piece` as one file per value of the partition column (not stored in the files)."""
         if self.columns is None:
             self.columns = [c for c in piece.columns if c != self.column]
+        piece = piece.select(self.column, *self.columns)
+        stats = partition_stats(piece, self.column)
         for (value,), rows in piece.partition_by(self.column, as_dict=True, include_key=False).items():
             text = value.isoformat() if isinstance(value, date) else str(value)
             relative = f"{self.column}={text}/part-{uuid.uuid4().hex}.zstd.parquet"
             path = self.root / relative
             path.parent.mkdir(parents=True, exist_ok=True)
-            rows = rows.select(self.columns)
             rows.write_parquet(path, compression="zstd", statistics=True)
             self.actions.append(
                 AddAction(
@@ -79,7 +93,7 @@ class WindowWriter:
                     partition_values={self.column: text},
                     modification_time=int(time.time() * 1000),
                     data_change=True,
-                    stats=_stats(rows),
+                    stats=stats[value],
                 )
             )
 

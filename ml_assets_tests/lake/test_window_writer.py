@@ -64,6 +64,9 @@ def test_pieces_land_in_one_commit_and_a_rerun_replaces_only_its_window(tmp_path
     files = pl.DataFrame(DeltaTable(f"{root}/pieces").get_add_actions(flatten=True))
     assert files.height == 20
     assert files["num_records"].sum() == 20
+    assert files["null_count.player"].sum() == 0
+    assert files.filter(pl.col("partition.day") == date(2025, 1, 3))["min.x"].to_list() == [2, 2]
+    assert files.filter(pl.col("partition.day") == date(2025, 1, 5))["max.x"].to_list() == [1, 1]
     # delta-rs' own reader agrees (not only Polars'): files, partition values and types line up
     arrow = DeltaTable(f"{root}/pieces").to_pyarrow_table()
     assert arrow.num_rows == 20 and set(arrow.column_names) == {"player", "day", "x"}

@@ -121,23 +121,20 @@ def degradation(
     return Degradation(degraded, metric, ref, cur, float(drop), reason)
 
 
-def _segment_row(key: str, part: pl.DataFrame, has_label: bool) -> dict[str, Any]:
-    p = part["p"].to_numpy()
-    if has_label and part["y"].null_count() == 0:
-        y = part["y"].to_numpy()
-        if 0.0 < y.mean() < 1.0:
-            return {
-                "segment": key,
-                "rows": part.height,
-                "roc_auc": roc_auc(y, p),
-                "log_loss": log_loss(y, p),
-                "positive_rate": float(y.mean()),
-                "estimated": False,
-            }
+def _segment_row(key: str, p: NDArray[np.float64], y: NDArray[np.float64] | None) -> dict[str, Any]:
+    if y is not None and not np.isnan(y).any() and 0.0 < y.mean() < 1.0:
+        return {
+            "segment": key,
+            "rows": p.size,
+            "roc_auc": roc_auc(y, p),
+            "log_loss": log_loss(y, p),
+            "positive_rate": float(y.mean()),
+            "estimated": False,
+        }
     est = expected_metrics(p)
     return {
         "segment": key,
-        "rows": part.height,
+        "rows": p.size,
         "roc_auc": est["roc_auc"],
         "log_loss": est["log_loss"],
         "positive_rate": est["positive_rate"],
@@ -173,18 +170,16 @@ def segment_metrics(
         if column not in frame.columns:
             raise ValueError(f"column {column!r} not in frame (columns: {frame.columns})")
     has_label = label is not None and label in frame.columns
-    labels = frame[label].cast(pl.Float64) if label is not None and has_label else None
-    keys = frame[segment].cast(pl.String).fill_null(MISSING)
-    counts = keys.value_counts(name="n")
-    small = counts.filter(pl.col("n") < min_rows)[segment]
-    work = pl.DataFrame(
-        {
-            "key": pl.Series(np.where(keys.is_in(small).to_numpy(), OTHER, keys.to_numpy()), dtype=pl.String),
-            "p": frame[prob].cast(pl.Float64),
-            "y": labels if labels is not None else pl.Series([None] * frame.height),
-        }
-    )
-    rows = [_segment_row(part["key"][0], part, has_label) for part in work.partition_by("key")]
+    # numpy grouping: a long log's performance step calls this twice for each of hundreds of days
+    labels = frame[label].cast(pl.Float64).to_numpy() if label is not None and has_label else None
+    probs = frame[prob].cast(pl.Float64).to_numpy()
+    keys = frame[segment].cast(pl.String).fill_null(MISSING).to_numpy().astype(object)
+    values, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    named = np.where(counts < min_rows, OTHER, values).astype(object)[inverse]
+    rows = []
+    for key in np.unique(named):
+        mask = named == key
+        rows.append(_segment_row(str(key), probs[mask], None if labels is None else labels[mask]))
     if not rows:
         return pl.DataFrame(schema=schema)
     out = pl.DataFrame(rows).rename({"segment": segment}).select(list(schema)).cast(schema)
@@ -279,9 +274,10 @@ def performance_by_day(
             pl.col("event_date").is_between(start, end + timedelta(days=ahead), closed="right")
         )
         labelled = outcome_labels(spec, rows_in_range, outcomes, last_landed)
+        by_day = labelled.partition_by("snapshot_date", as_dict=True)
         for day in each_day(start, end):
-            rows = labelled.filter(pl.col("snapshot_date") == day)
-            if rows.height:
+            rows = by_day.get((day,))
+            if rows is not None and rows.height:
                 out.extend(_day_rows(day, rows, reference, metric, threshold))
     return pl.DataFrame(out, schema=PERFORMANCE_SCHEMA)
 

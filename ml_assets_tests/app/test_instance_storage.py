@@ -1,0 +1,87 @@
+"""The home's event log storage: Dagster's SQLite files, written through pooled connections, readable
+by Dagster's own class, with a bounded number of run shards kept open."""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+from ml_assets.app import instance_storage
+from ml_assets.app.instance_storage import PooledSqliteEventLogStorage
+from ml_assets.app.runner import EVENT_LOG_CONFIG, write_instance_config
+from ml_assets.core.settings import load_settings
+
+DAYS = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-03-01")
+
+
+@dg.asset(partitions_def=DAYS, backfill_policy=dg.BackfillPolicy.single_run())
+def daily(context: dg.AssetExecutionContext) -> dg.Output[None]:
+    return dg.Output(None, metadata={"days": len(context.partition_keys)})
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ML_ASSETS_HOME", str(tmp_path))
+    settings = load_settings(tmp_path)
+    write_instance_config(settings)
+    monkeypatch.setenv("DAGSTER_HOME", str(settings.dagster_home))
+    return settings.dagster_home
+
+
+def _range_run(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    keys = DAYS.get_partition_keys()
+    return dg.materialize(
+        [daily],
+        instance=instance,
+        resources={"io_manager": dg.mem_io_manager},
+        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+    )
+
+
+def test_a_new_home_uses_the_pooled_storage_and_dagsters_class_reads_what_it_wrote(dagster_home):
+    assert EVENT_LOG_CONFIG in (dagster_home / "dagster.yaml").read_text()
+    with dg.DagsterInstance.get() as instance:
+        assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+        assert instance.event_log_storage._base_dir == os.path.join(dagster_home, "history", "runs")
+        result = _range_run(instance)
+        assert result.success
+        run_id = result.run_id
+        written = instance.all_logs(run_id)
+
+    plain = SqliteEventLogStorage(str(dagster_home / "history" / "runs"))
+    materialized = plain.get_materialized_partitions(dg.AssetKey("daily"))
+    assert materialized == set(DAYS.get_partition_keys())
+    assert [e.message for e in plain.get_logs_for_run(run_id)] == [e.message for e in written]
+    assert len(result.get_asset_materialization_events()) == len(DAYS.get_partition_keys())
+    plain.dispose()
+
+
+def test_run_shards_kept_open_are_bounded_and_each_run_reads_back(dagster_home, monkeypatch):
+    monkeypatch.setattr(instance_storage, "OPEN_RUN_SHARDS", 2)
+    with dg.DagsterInstance.get() as instance:
+        storage = instance.event_log_storage
+        assert isinstance(storage, PooledSqliteEventLogStorage)
+        run_ids = [_range_run(instance).run_id for _ in range(4)]
+        open_runs = [shard for shard in storage._engines if shard != instance_storage.INDEX_SHARD]
+        assert len(open_runs) <= 2
+        # a run whose engine was let go opens again and reads its events
+        assert all(storage.get_logs_for_run(run_id) for run_id in run_ids)
+        materialized = storage.get_materialized_partitions(dg.AssetKey("daily"))
+        assert materialized == set(DAYS.get_partition_keys())
+
+
+def test_existing_homes_get_the_storage_unless_they_configure_their_own(tmp_path):
+    settings = load_settings(tmp_path)
+    config = settings.dagster_home / "dagster.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text("telemetry:\n  enabled: false\n")
+    write_instance_config(settings)
+    assert EVENT_LOG_CONFIG in config.read_text()
+
+    own = "storage:\n  postgres:\n    postgres_url: postgresql://x\n"
+    config.write_text(own)
+    write_instance_config(settings)
+    assert "event_log_storage" not in config.read_text()
+    assert config.read_text().startswith(own)
