@@ -28,6 +28,7 @@ tuning_trials = 2
 [models.first_purchase]
 label = "first_purchase"
 horizon_days = 14
+tuning_trials = 0
 """
 
 

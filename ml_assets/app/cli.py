@@ -218,8 +218,22 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     from ml_assets.core.models.experiments import compare_runs, format_runs, list_runs
 
     settings = _settings(args)
-    runs = compare_runs(list_runs(table_uri(settings.lake_uri, EXPERIMENTS), args.model))
-    print(json.dumps(runs.to_dicts(), indent=2, default=str) if args.json else format_runs(runs))
+    recorded = list_runs(table_uri(settings.lake_uri, EXPERIMENTS), args.model)
+    runs = compare_runs(recorded)
+    if not args.json:
+        print(format_runs(runs))
+        return 0
+    # the JSON also says how features were selected and how the model was tuned
+    detail = {r["run_id"]: r for r in recorded.iter_rows(named=True)}
+    rows = [
+        {
+            **row,
+            **{k: json.loads(detail[row["run_id"]][k] or "{}") for k in ("selection", "tuning")},
+            "dropped_features": json.loads(detail[row["run_id"]]["dropped_features"]),
+        }
+        for row in runs.to_dicts()
+    ]
+    print(json.dumps(rows, indent=2, default=str))
     return 0
 
 

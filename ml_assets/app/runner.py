@@ -1,6 +1,8 @@
 """Runs of the asset graph on a Dagster instance: what the CLI's `materialize` and `demo` call."""
 
+import json
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -44,27 +46,36 @@ TELEMETRY_CONFIG = "telemetry:\n  enabled: false\n"
 RUN_QUEUE_CONFIG = "concurrency:\n  runs:\n    max_concurrent_runs: 1\n"
 # Dagster's SQLite event log in the same files, with pooled connections: a range run stores one event
 # per asset per day, 3x cheaper so (ml_assets/app/instance_storage.py)
-EVENT_LOG_CONFIG = (
-    "event_log_storage:\n  module: ml_assets.app.instance_storage\n"
-    "  class: PooledSqliteEventLogStorage\n  config:\n    base_dir: history/runs\n"
-)
+EVENT_LOG_HEAD = "event_log_storage:\n  module: ml_assets.app.instance_storage\n"
+_EVENT_LOG_BLOCK = re.compile(re.escape(EVENT_LOG_HEAD) + r"(?:  .*\n)*")
+
+
+def event_log_config(dagster_home: Path) -> str:
+    """The dagster.yaml block of the pooled event log, in the home's own `history/runs` (an absolute
+    path: an instance opened with `DagsterInstance.from_config` has no $DAGSTER_HOME to resolve from)."""
+    base_dir = json.dumps(str(dagster_home / "history" / "runs"))
+    return f"{EVENT_LOG_HEAD}  class: PooledSqliteEventLogStorage\n  config:\n    base_dir: {base_dir}\n"
 
 
 def write_instance_config(settings: Settings) -> Path:
     """The home's dagster.yaml: written when missing. An existing file (a home made before a setting,
-    or edited by its user) gets RUN_QUEUE_CONFIG or EVENT_LOG_CONFIG appended only when it says
-    nothing about run concurrency or storage; anything else is kept."""
+    or edited by its user) gets RUN_QUEUE_CONFIG or the event log block appended only when it says
+    nothing about run concurrency or storage; our own event log block is pointed at this home (a
+    moved home); anything else is kept."""
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
+    event_log = event_log_config(home)
     if not config.exists():
-        config.write_text(TELEMETRY_CONFIG + RUN_QUEUE_CONFIG + EVENT_LOG_CONFIG)
+        config.write_text(TELEMETRY_CONFIG + RUN_QUEUE_CONFIG + event_log)
         return config
     text = config.read_text()
     if not any(key in text for key in ("concurrency:", "run_queue:", "run_coordinator:")):
         text = text.rstrip("\n") + "\n" + RUN_QUEUE_CONFIG
-    if not any(f"\n{key}" in f"\n{text}" for key in ("storage:", "event_log_storage:")):
-        text = text.rstrip("\n") + "\n" + EVENT_LOG_CONFIG
+    if EVENT_LOG_HEAD in text:
+        text = _EVENT_LOG_BLOCK.sub(lambda _: event_log, text)
+    elif not any(f"\n{key}" in f"\n{text}" for key in ("storage:", "event_log_storage:")):
+        text = text.rstrip("\n") + "\n" + event_log
     if text != config.read_text():
         config.write_text(text)
     return config

@@ -17,7 +17,14 @@ from ml_assets.core.features.player import KEY
 from ml_assets.core.markdown import markdown_table
 from ml_assets.core.models.evaluation import calibration_table
 from ml_assets.core.models.experiments import code_version, record_run
-from ml_assets.core.models.labels import LABEL, SPLIT, build_training_set, scoring_columns, scoring_rows
+from ml_assets.core.models.labels import (
+    LABEL,
+    SPLIT,
+    build_training_set,
+    scoring_columns,
+    scoring_rows,
+    with_behaviour,
+)
 from ml_assets.core.models.lifecycle import experiment_run, register_and_gate
 from ml_assets.core.models.plots import calibration_png, importance_png, markdown_image, pr_png, roc_png
 from ml_assets.core.models.spec import ModelSpec
@@ -25,6 +32,7 @@ from ml_assets.core.models.training import TrainedModel, explain_mask, score, te
 from ml_assets.core.schemas import Predictions, TrainingSet
 from ml_assets.core.settings import Settings
 from ml_assets.defs.automation import model_sensors
+from ml_assets.defs.behaviour import behaviour_events, behaviour_inputs
 from ml_assets.defs.checks import ChunkedSchemaCheck, schema_check_result, schema_check_spec
 from ml_assets.defs.monitoring import monitoring_assets
 from ml_assets.defs.partitions import run_window
@@ -93,9 +101,10 @@ def model_defs(spec: ModelSpec, settings: Settings, partitions: dg.PartitionsDef
         description=f"Point-in-time rows for {n}: {spec.label.kind} label, features as of each row's day.",
     )
     def training_set(
-        player_features: pl.LazyFrame, clean_events: pl.LazyFrame
+        lake: LakeResource, player_features: pl.LazyFrame, clean_events: pl.LazyFrame
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-        frame = build_training_set(spec, player_features, clean_events)
+        behaviour = lake.settings().features.behaviour()
+        frame = build_training_set(spec, player_features, clean_events, behaviour)
         yield dg.Output(
             frame,
             metadata={
@@ -129,7 +138,10 @@ def model_defs(spec: ModelSpec, settings: Settings, partitions: dg.PartitionsDef
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         store = lake.model_store()
         inputs = {t: _delta_version(lake, t) for t in (names.training_set, *UPSTREAM_TABLES)}
-        trained = train_model(spec, training_set, inputs, code_version(), find=store.find)
+        behaviour = lake.settings().features.behaviour()
+        trained = train_model(
+            spec, training_set, inputs, code_version(), find=store.find, behaviour=behaviour
+        )
         # stored before it is registered, so every version the registry names can be loaded
         store.save(trained)
         outcome = register_and_gate(
@@ -220,7 +232,12 @@ def model_defs(spec: ModelSpec, settings: Settings, partitions: dg.PartitionsDef
         name=names.predictions,
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        ins={PLAYER_FEATURES: dg.AssetIn(), "production_model": dg.AssetIn(names.production_model)},
+        ins={
+            PLAYER_FEATURES: dg.AssetIn(),
+            # behaviour features read each row's window of events (when families are on)
+            **behaviour_events(spec, settings),
+            "production_model": dg.AssetIn(names.production_model),
+        },
         metadata={"partition_expr": SNAPSHOT_COLUMN},
         check_specs=[schema_check_spec(names.predictions, blocking=False)],
         group_name=group,
@@ -235,10 +252,13 @@ def model_defs(spec: ModelSpec, settings: Settings, partitions: dg.PartitionsDef
         lake: LakeResource,
         player_features: pl.LazyFrame,
         production_model: TrainedModel,
+        **events: pl.LazyFrame,
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         first, last = run_window(context)
+        clean_events = events.get(CLEAN_EVENTS)
         chunk_days = lake.settings().features.chunk_days
-        needed = {*KEY, *production_model.features, *scoring_columns(spec)}
+        recorded = production_model.extra.get("behaviour")
+        needed = {*KEY, *production_model.features, *scoring_columns(spec), *behaviour_inputs(recorded)}
         columns = [c for c in player_features.collect_schema().names() if c in needed]
 
         # reasons for what a user acts on: the partitions' newest days, their highest scores
@@ -251,7 +271,14 @@ def model_defs(spec: ModelSpec, settings: Settings, partitions: dg.PartitionsDef
             # a few days at a time: explaining rows (pred_contrib) is the heaviest step at scale
             for start, end in day_chunks(first, last, chunk_days):
                 rows = player_features.filter(pl.col("snapshot_date").is_between(start, end)).select(columns)
-                yield score(scoring_rows(spec, rows.collect()), production_model, spec.explain_top, explain)
+                scored = with_behaviour(
+                    spec,
+                    production_model.features,
+                    recorded,
+                    scoring_rows(spec, rows.collect()),
+                    clean_events,
+                )
+                yield score(scored, production_model, spec.explain_top, explain)
 
         check = ChunkedSchemaCheck(Predictions, names.predictions)
         yield dg.Output(
@@ -272,7 +299,7 @@ def model_defs(spec: ModelSpec, settings: Settings, partitions: dg.PartitionsDef
     )
     return stage_defs(
         settings,
-        [training_set, model, production_model, predictions, *monitoring_assets(spec, partitions)],
+        [training_set, model, production_model, predictions, *monitoring_assets(spec, settings, partitions)],
         sensors=model_sensors(spec, settings),
         jobs=[stage_change],
     )

@@ -10,20 +10,24 @@ import dagster as dg
 import polars as pl
 
 from ml_assets.core.events.landing import read_window
-from ml_assets.core.models.labels import look_ahead_days
+from ml_assets.core.models.labels import look_ahead_days, with_behaviour
 from ml_assets.core.models.plots import importance_png, markdown_image
 from ml_assets.core.models.spec import ModelSpec
 from ml_assets.core.models.training import TrainedModel
 from ml_assets.core.monitoring.drift import alarm_rows, drift_by_day, drift_summary
 from ml_assets.core.monitoring.performance import SEGMENTS, performance_by_day
 from ml_assets.core.schemas import FeatureDrift, ModelPerformance
+from ml_assets.core.settings import Settings
+from ml_assets.defs.behaviour import behaviour_events, behaviour_inputs
 from ml_assets.defs.checks import schema_check_result, schema_check_spec
 from ml_assets.defs.partitions import run_window
 from ml_assets.defs.resources import LakeResource
 from ml_assets.lake.tables import CLEAN_EVENTS, PLAYER_FEATURES, SNAPSHOT_COLUMN, model_assets
 
 
-def monitoring_assets(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def monitoring_assets(
+    spec: ModelSpec, settings: Settings, partitions: dg.PartitionsDefinition
+) -> list[dg.AssetsDefinition]:
     """Drift and performance of one model's production version, per daily partition."""
     names = model_assets(spec.name)
     n = spec.name
@@ -34,6 +38,7 @@ def monitoring_assets(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> l
         backfill_policy=dg.BackfillPolicy.single_run(),
         ins={
             PLAYER_FEATURES: dg.AssetIn(),
+            **behaviour_events(spec, settings),
             # the scores whose drift is measured are the ones served, not a second scoring pass
             "predictions": dg.AssetIn(names.predictions),
             "production_model": dg.AssetIn(names.production_model),
@@ -51,11 +56,18 @@ def monitoring_assets(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> l
         player_features: pl.LazyFrame,
         predictions: pl.LazyFrame,
         production_model: TrainedModel,
+        **events: pl.LazyFrame,
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
+        clean_events = events.get(CLEAN_EVENTS)
         settings = lake.settings()
         thresholds = settings.drift.thresholds()
         first, last = run_window(context)
         served = predictions.filter(pl.col("model_version") == production_model.version)
+        recorded = production_model.extra.get("behaviour")
+
+        def enrich(rows: pl.DataFrame) -> pl.DataFrame:
+            return with_behaviour(spec, production_model.features, recorded, rows, clean_events)
+
         frame = drift_by_day(
             spec,
             production_model.profile(),
@@ -65,6 +77,8 @@ def monitoring_assets(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> l
             last,
             settings.features.chunk_days,
             thresholds,
+            enrich,
+            behaviour_inputs(recorded),
         ).with_columns(model_version=pl.lit(production_model.version))
         latest = frame.filter(pl.col("snapshot_date") == last)
         summary = drift_summary(alarm_rows(latest, settings.drift.ignore), thresholds)

@@ -10,7 +10,7 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventL
 
 from ml_assets.app import instance_storage
 from ml_assets.app.instance_storage import PooledSqliteEventLogStorage
-from ml_assets.app.runner import EVENT_LOG_CONFIG, write_instance_config
+from ml_assets.app.runner import event_log_config, write_instance_config
 from ml_assets.core.settings import load_settings
 
 DAYS = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-03-01")
@@ -41,7 +41,10 @@ def _range_run(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
 
 
 def test_a_new_home_uses_the_pooled_storage_and_dagsters_class_reads_what_it_wrote(dagster_home):
-    assert EVENT_LOG_CONFIG in (dagster_home / "dagster.yaml").read_text()
+    assert event_log_config(dagster_home) in (dagster_home / "dagster.yaml").read_text()
+    # opened from its folder, without $DAGSTER_HOME, the instance still uses the home's own files
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        assert instance.event_log_storage._base_dir == os.path.join(dagster_home, "history", "runs")
     with dg.DagsterInstance.get() as instance:
         assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
         assert instance.event_log_storage._base_dir == os.path.join(dagster_home, "history", "runs")
@@ -78,7 +81,12 @@ def test_existing_homes_get_the_storage_unless_they_configure_their_own(tmp_path
     config.parent.mkdir(parents=True)
     config.write_text("telemetry:\n  enabled: false\n")
     write_instance_config(settings)
-    assert EVENT_LOG_CONFIG in config.read_text()
+    assert event_log_config(settings.dagster_home) in config.read_text()
+    # a moved home: the block follows it, once
+    config.write_text(config.read_text().replace(str(tmp_path), "/elsewhere"))
+    write_instance_config(settings)
+    assert config.read_text().count("event_log_storage:") == 1
+    assert event_log_config(settings.dagster_home) in config.read_text()
 
     own = "storage:\n  postgres:\n    postgres_url: postgresql://x\n"
     config.write_text(own)

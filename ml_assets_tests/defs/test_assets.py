@@ -11,7 +11,7 @@ from ml_assets.core.events.landing import scan_landing, write_batch
 from ml_assets.core.models.experiments import list_runs
 from ml_assets.core.models.registry import Registry
 from ml_assets.definitions import build_definitions
-from ml_assets_tests.conftest import check_results, data_checks_passed, read_table, run_graph
+from ml_assets_tests.conftest import check_results, data_checks_passed, make_lake, read_table, run_graph
 
 FIRST, LAST = "2025-01-01", "2025-02-14"
 LAST2 = "2025-02-19"  # the 50-day lake
@@ -128,7 +128,7 @@ def test_model_assets_train_gate_score_and_record_the_version(small_lake, instan
             rows = predictions.filter(pl.col("snapshot_date") == day["snapshot_date"][0])
             assert day.height == -(-rows.height // 4)
             assert day["probability"].min() >= rows.filter(pl.col("reason_1").is_null())["probability"].max()
-        assert set(explained["reason_1"]) <= set(read_table(small_lake, "player_features").columns)
+        assert set(explained["reason_1"]) <= set(read_table(small_lake, f"{name}_training_set").columns)
     assert meta["stage"].value in {"production", "staging"}
     churn_meta = result.asset_materializations_for_node("churn_model")[0].metadata
     assert churn_meta["tuning_trials"].value == 2
@@ -237,3 +237,39 @@ def test_definitions_use_the_given_home_even_when_the_environment_names_another(
     monkeypatch.setenv("ML_ASSETS_HOME", "/somewhere/else")
     defs = build_definitions(small_lake)
     assert defs.resources["lake"].home == str(small_lake.home)
+
+
+BEHAVIOUR_SETTINGS = """
+[features]
+families = ["values", "gaps", "sessions", "window_ratios", "per_type"]
+behaviour_types = 2
+
+[models.churn]
+label = "rolling"
+horizon_days = 14
+tuning_trials = 0
+"""
+
+
+def test_behaviour_features_flow_from_training_to_scoring_drift_and_the_experiment(tmp_path, instance):
+    settings = make_lake(tmp_path / "home", settings=BEHAVIOUR_SETTINGS)
+    result = run_graph(settings, instance, FIRST, LAST)
+    assert result.success, check_results(result)
+    training = read_table(settings, "churn_training_set")
+    behaviour = [c for c in training.columns if c.startswith("bh_")]
+    assert "bh_gap_median_h" in behaviour and "bh_events_ratio_7d_28d" in behaviour
+    assert not any("tenure" in c or "share_" in c for c in behaviour)  # families not listed stay out
+    meta = result.asset_materializations_for_node("churn_model")[0].metadata
+    assert 0.5 < meta["test/roc_auc"].value <= 1.0
+    # the served model reads behaviour columns; predictions and drift computed them from the events
+    runs = list_runs(settings.lake_uri + "/experiments", "churn")
+    kept = json.loads(runs["features"][0])
+    selection = json.loads(runs["selection"][0])
+    assert set(kept) == set(selection["kept"]) and set(kept) < set(selection["candidates"])
+    assert any(f.startswith("bh_") for f in selection["candidates"])
+    assert json.loads(runs["tuning"][0])["trials"] == 0
+    predictions = read_table(settings, "churn_predictions")
+    assert predictions.height and predictions["probability"].is_between(0, 1).all()
+    drift = read_table(settings, "churn_feature_drift")
+    used = {f for f in kept if f.startswith("bh_")}
+    assert used and used <= set(drift["feature"])

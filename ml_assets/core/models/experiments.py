@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,8 @@ JSON_FIELDS: tuple[str, ...] = (
     "input_versions",
     "metrics",
     "baseline_metrics",
+    "selection",
+    "tuning",
 )
 RUN_SCHEMA: dict[str, pl.DataType] = {
     "run_id": pl.String(),
@@ -48,6 +50,9 @@ RUN_SCHEMA: dict[str, pl.DataType] = {
     "test_rows": pl.Int64(),
     "stage": pl.String(),
     "gate_reason": pl.String(),
+    # added later: tables written before them read these as null
+    "selection": pl.String(),
+    "tuning": pl.String(),
 }
 
 
@@ -72,6 +77,9 @@ class ExperimentRun:
     test_rows: int
     stage: str = ""  # stage the gate gave it
     gate_reason: str = ""
+    # feature selection: candidates, kept, budget and on which rows (why each was dropped: above)
+    selection: dict[str, Any] = field(default_factory=dict)
+    tuning: dict[str, Any] = field(default_factory=dict)  # budget (trials, timeout_s) and result
 
 
 def code_version(source_dir: Path | None = None) -> str:
@@ -103,7 +111,9 @@ def _read(uri: str, storage_options: dict[str, str] | None) -> pl.DataFrame:
     table = open_table(uri, storage_options)
     if table is None:
         return pl.DataFrame(schema=RUN_SCHEMA)
-    return pl.read_delta(table).select(list(RUN_SCHEMA))
+    runs = pl.read_delta(table)
+    missing = [pl.lit(None, t).alias(name) for name, t in RUN_SCHEMA.items() if name not in runs.columns]
+    return runs.with_columns(missing).select(list(RUN_SCHEMA))
 
 
 def record_run(uri: str, run: ExperimentRun, storage_options: dict[str, str] | None = None) -> bool:
@@ -116,7 +126,9 @@ def record_run(uri: str, run: ExperimentRun, storage_options: dict[str, str] | N
     row["started_at"] = run.started_at.astimezone(UTC)
     for name in JSON_FIELDS:
         row[name] = _to_json(row[name])
-    pl.DataFrame([row], schema=RUN_SCHEMA).write_delta(uri, mode="append", storage_options=storage_options)
+    pl.DataFrame([row], schema=RUN_SCHEMA).write_delta(
+        uri, mode="append", storage_options=storage_options, delta_write_options={"schema_mode": "merge"}
+    )
     return True
 
 

@@ -9,11 +9,20 @@ after the last day with events) are left out, so a label is never guessed from d
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import date, timedelta
+from typing import Any
 
 import numpy as np
 import polars as pl
 
+from ml_assets.core.features.behaviour import (
+    BehaviourConfig,
+    behaviour_features,
+    for_model,
+    frequent_types,
+    needs_behaviour,
+)
 from ml_assets.core.features.player import event_column
 from ml_assets.core.models.spec import ModelSpec
 
@@ -164,7 +173,17 @@ def cap_rows(frame: pl.DataFrame, max_rows: int, seed: int) -> pl.DataFrame:
     return frame.with_columns(keys).filter(pl.col("_key").rank("ordinal").over(SPLIT) <= quota).drop("_key")
 
 
-def build_training_set(spec: ModelSpec, features: pl.LazyFrame, events: pl.LazyFrame) -> pl.DataFrame:
+def behaviour_window(spec: ModelSpec) -> int | None:
+    """Days of tenure a new-player model's behaviour features cover (None: the trailing window)."""
+    return spec.label.observation_days if spec.label.kind == "new_player" else None
+
+
+def build_training_set(
+    spec: ModelSpec,
+    features: pl.LazyFrame,
+    events: pl.LazyFrame,
+    behaviour: BehaviourConfig | None = None,
+) -> pl.DataFrame:
     """Point-in-time training rows of `spec`: every feature column, `label` and `split_date`.
 
     rolling: sampled snapshot days D, label = no activity in D+1..D+horizon, split by D.
@@ -175,7 +194,9 @@ def build_training_set(spec: ModelSpec, features: pl.LazyFrame, events: pl.LazyF
 
     Only rows whose label window ends by the last event day are kept. Above `spec.max_rows`, a
     seeded sample keeps the same share of every split_date. Sorted by (split_date, player_id).
-    Raises ValueError when `events` is empty.
+    With `behaviour`, each row also gets its behaviour features (`features/behaviour.py`), per-type
+    ones for the config's `max_types` most frequent event types. Raises ValueError when `events` is
+    empty.
     """
     kind = spec.label.kind
     if kind not in _BUILDERS:
@@ -197,9 +218,15 @@ def build_training_set(spec: ModelSpec, features: pl.LazyFrame, events: pl.LazyF
 
     days = kept["snapshot_date"].unique().sort().to_list()
     if not days:
-        return with_features(kept, None)
-    parts = [with_features(kept.filter(pl.col("snapshot_date") == day), day) for day in days]
-    return pl.concat(parts).sort(SPLIT, "player_id", "snapshot_date")
+        out = with_features(kept, None)
+    else:
+        parts = [with_features(kept.filter(pl.col("snapshot_date") == day), day) for day in days]
+        out = pl.concat(parts).sort(SPLIT, "player_id", "snapshot_date")
+    if behaviour is None or not behaviour.families:
+        return out
+    types = frequent_types(events, behaviour.max_types) if "per_type" in behaviour.families else ()
+    config = replace(behaviour, types=types)
+    return behaviour_features(out, events, config, behaviour_window(spec))
 
 
 def scoring_columns(spec: ModelSpec) -> set[str]:
@@ -231,6 +258,34 @@ def scoring_rows(spec: ModelSpec, features: pl.DataFrame) -> pl.DataFrame:
             raise ValueError(f"model {spec.name!r}: new_player scoring needs a tenure_days column")
         return features.filter(pl.col("tenure_days") == spec.label.observation_days - 1)
     raise ValueError(f"model {spec.name!r}: unknown label kind {kind!r}")
+
+
+def with_behaviour(
+    spec: ModelSpec,
+    features: list[str],
+    recorded: dict[str, Any] | None,
+    rows: pl.DataFrame,
+    events: pl.LazyFrame | None,
+) -> pl.DataFrame:
+    """`rows` with the behaviour columns a model reads: one trained on `features` with the behaviour
+    config `recorded` (`BehaviourConfig.as_dict`; None: a model from before behaviour features).
+    `events` must cover each row's window (`behaviour_days`); None when the caller does not read
+    events, which is an error for a model that needs them."""
+    if recorded is None or not needs_behaviour(features):
+        return rows
+    if events is None:
+        raise ValueError(
+            f"model {spec.name!r} was trained on behaviour features (bh_*), but [features] families is "
+            "now empty, so its assets no longer read the clean events: list the families again, or "
+            "retrain the model without them"
+        )
+    config = for_model(features, BehaviourConfig.from_dict(recorded), events)
+    return behaviour_features(rows, events, config, behaviour_window(spec))
+
+
+def behaviour_days(spec: ModelSpec, config: BehaviourConfig) -> int:
+    """Days of events up to a row's snapshot day its behaviour features read."""
+    return behaviour_window(spec) or config.window_days
 
 
 def look_ahead_days(spec: ModelSpec) -> int:

@@ -76,4 +76,6 @@ def experiment_run(model: TrainedModel, decision: GateDecision) -> ExperimentRun
         test_rows=model.test_rows,
         stage=decision.stage,
         gate_reason=decision.reason,
+        selection=model.extra.get("selection", {}),
+        tuning=model.extra.get("tuning", {}),
     )

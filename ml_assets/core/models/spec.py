@@ -56,10 +56,11 @@ class LabelSpec:
 
 @dataclass(frozen=True)
 class TuningSpec:
-    """Optuna search budget; trials = 0 trains once with the spec's params."""
+    """Optuna search budget: at most `trials` trials, no new one after `timeout_s` seconds; trials = 0
+    trains once with the spec's params. On by default, within a budget that keeps a daily retrain cheap."""
 
-    trials: int = 0
-    timeout_s: float = 60.0
+    trials: int = 12
+    timeout_s: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,9 @@ class ModelSpec:
     seed: int = 42
     num_boost_round: int = 150
     early_stopping_rounds: int = 30
+    # at most this many features, the highest gains of a probe model on the train rows (0: no limit;
+    # the default, since a budget changes the shipped models)
+    max_features: int = 0
     # top reasons per prediction from TreeSHAP (pred_contrib); 0 turns explanations off, which is most
     # of the scoring time on large backfills
     explain_top: int = 3
@@ -107,14 +111,12 @@ DEFAULT_SPECS: tuple[ModelSpec, ...] = (
     ModelSpec(
         name="churn",
         label=LabelSpec(kind="rolling", horizon_days=14),
-        tuning=TuningSpec(trials=8, timeout_s=60.0),
     ),
     ModelSpec(
         name="first_purchase",
         label=LabelSpec(kind="first_purchase", horizon_days=14),
         # whether a non-payer buys: spend features are all zero for them, so they carry nothing
-        exclude=("ev_purchase_*", "game_is_payer"),
-        tuning=TuningSpec(trials=0),
+        exclude=("ev_purchase_*", "game_is_payer", "bh_purchase_*"),
     ),
 )
 
@@ -128,6 +130,7 @@ class TrainingTable(Table):
     seed: AnyInt | None = None
     num_boost_round: PositiveInt | None = None
     early_stopping_rounds: PositiveInt | None = None
+    max_features: NonNegativeInt | None = None
     explain_top: NonNegativeInt | None = None
     explain_days: NonNegativeInt | None = None
     explain_share: Fraction | None = None

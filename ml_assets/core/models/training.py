@@ -20,12 +20,13 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
+from ml_assets.core.features.behaviour import BehaviourConfig
 from ml_assets.core.features.player import ATTRIBUTES, KEY
 from ml_assets.core.models.evaluation import calibration_table, evaluate
 from ml_assets.core.models.labels import LABEL, SPLIT
 from ml_assets.core.models.selection import select_features
 from ml_assets.core.models.spec import ModelSpec
-from ml_assets.core.models.tuning import tune
+from ml_assets.core.models.tuning import SEARCH_SPACE, tune
 from ml_assets.core.monitoring.drift import Profile, build_profile
 
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -247,12 +248,26 @@ def _predict(
     )
 
 
+def within_budget(
+    features: list[str], gain: dict[str, float], budget: int
+) -> tuple[list[str], dict[str, str]]:
+    """At most `budget` of `features` (0: no limit): the highest probe gains, in input order, and the
+    others with why ("over_budget: gain rank N of M")."""
+    if budget <= 0 or len(features) <= budget:
+        return features, {}
+    ranked = sorted(features, key=lambda f: (-gain.get(f, 0.0), features.index(f)))
+    kept = set(ranked[:budget])
+    dropped = {f: f"over_budget: gain rank {ranked.index(f) + 1} of {len(features)}" for f in ranked[budget:]}
+    return [f for f in features if f in kept], dropped
+
+
 def train_model(
     spec: ModelSpec,
     training_set: pl.DataFrame,
     input_versions: dict[str, int] | None = None,
     code_version: str = "",
     find: Callable[[str, str], TrainedModel | None] | None = None,
+    behaviour: BehaviourConfig | None = None,
 ) -> TrainedModel:
     """Train (or `find(name, version)`, when these inputs were trained before) one version of `spec`'s model.
 
@@ -286,13 +301,14 @@ def train_model(
     params = {**DEFAULT_PARAMS, **spec.params, "seed": spec.seed}
     probe = _probe_importance(parts["train"], allowed, params, spec.seed)
     selection = select_features(parts["train"], allowed, label=LABEL, importance=probe)
-    features = selection.kept
-    dropped = dict(selection.dropped)
+    features, dropped = within_budget(selection.kept, probe, spec.max_features)
+    dropped = {**selection.dropped, **dropped}
     categories = {
         c: sorted(parts["train"][c].drop_nulls().unique().to_list()) for c in features if c in ATTRIBUTES
     }
 
     trials = 0
+    tuning_record: dict[str, Any] = {"trials": spec.tuning.trials, "timeout_s": spec.tuning.timeout_s}
     if spec.tuning.trials > 0:
         train_ds, valid_ds = _datasets(parts, features, categories)
         tuned = tune(
@@ -306,6 +322,12 @@ def train_model(
             early_stopping_rounds=spec.early_stopping_rounds,
         )
         params, trials = tuned.params, tuned.trials_run
+        tuning_record |= {
+            "trials_run": tuned.trials_run,
+            "pruned": tuned.pruned,
+            "best_valid_logloss": tuned.best_score,
+            "best_params": {k: tuned.params[k] for k in sorted(tuned.params) if k in SEARCH_SPACE},
+        }
     booster = _fit(parts, features, categories, params, spec)
     gain = dict(
         zip(features, booster.feature_importance("gain", iteration=booster.best_iteration), strict=True)
@@ -351,7 +373,17 @@ def train_model(
         trained_at=datetime.now(UTC).isoformat(),
         duration_s=time.perf_counter() - started,
         reference_profile=profile.to_json(),
-        extra={"unused_features": unused},
+        extra={
+            "unused_features": unused,
+            "selection": {
+                "candidates": allowed,
+                "kept": features,
+                "budget": spec.max_features,
+                "on": "train rows (probe gain, correlation with the label); validation stops the trees",
+            },
+            "tuning": tuning_record,
+            **({"behaviour": behaviour.as_dict()} if behaviour is not None and behaviour.families else {}),
+        },
         model_text=booster.model_to_string(),
         test_scores=p,
     )

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -533,16 +533,23 @@ def drift_by_day(
     last: date,
     chunk_days: int,
     thresholds: DriftThresholds,
+    enrich: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
+    inputs: Sequence[str] = (),
 ) -> pl.DataFrame:
     """`feature_drift` of each day in [first, last] against `profile`: the features of the rows `spec`
-    scores, and the scores served that day (`served`: snapshot_date, probability)."""
-    needed = {*KEY, *profile.numeric, *profile.categorical, *scoring_columns(spec)}
+    scores, and the scores served that day (`served`: snapshot_date, probability).
+
+    `enrich` adds the columns the model reads beyond the feature table (behaviour features) to the
+    rows, from the feature-table columns `inputs` besides the profiled ones."""
+    needed = {*KEY, *profile.numeric, *profile.categorical, *scoring_columns(spec), *inputs}
     columns = [c for c in features.collect_schema().names() if c in needed]
     days = []
     # a few days per read: one scan per day of a wide table costs more than the statistics
     for start, end in day_chunks(first, last, chunk_days):
         in_range = pl.col("snapshot_date").is_between(start, end)
         rows = scoring_rows(spec, features.filter(in_range).select(columns).collect())
+        if enrich is not None:
+            rows = enrich(rows)
         scores = served.filter(in_range).select("snapshot_date", "probability").collect()
         rows_by_day = rows.partition_by("snapshot_date", as_dict=True)
         scores_by_day = scores.partition_by("snapshot_date", as_dict=True)

@@ -137,3 +137,22 @@ def test_code_version_is_stable_and_tracks_sources(tmp_path):
     assert changed != code_version()
     (src / "events" / "zzz_new.py").write_text("x = 1\n")
     assert code_version(src) not in (changed, code_version())
+
+
+def test_selection_and_tuning_are_recorded_and_older_tables_still_read(tmp_path):
+    uri = str(tmp_path / "runs")
+    old = {k: v for k, v in RUN_SCHEMA.items() if k not in ("selection", "tuning")}
+    # a table written before the two columns existed
+    row = make_run("old")
+    first = {k: getattr(row, k) for k in old}
+    for k in ("params", "features", "dropped_features", "input_versions", "metrics", "baseline_metrics"):
+        first[k] = json.dumps(first[k], default=int)
+    pl.DataFrame([first], schema=old).write_delta(uri)
+    selection = {"candidates": ["a", "b", "c"], "kept": ["a"], "budget": 1}
+    tuning = {"trials": 12, "timeout_s": 20.0, "trials_run": 5, "best_params": {"num_leaves": 15}}
+    assert record_run(uri, make_run("new", hours=1, selection=selection, tuning=tuning))
+    runs = list_runs(uri)
+    assert runs["run_id"].to_list() == ["new", "old"]
+    new, before = runs.row(0, named=True), runs.row(1, named=True)
+    assert json.loads(new["selection"]) == selection and json.loads(new["tuning"]) == tuning
+    assert before["selection"] is None and before["tuning"] is None
