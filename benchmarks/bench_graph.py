@@ -110,7 +110,9 @@ def step_timings(instance: Any, run_id: str, rss: RssSampler | None = None) -> l
     return [{k: v for k, v in s.items() if k not in ("started", "ended")} for s in ordered]
 
 
-def worker(size_name: str, keep: bool, explain_top: int | None = None) -> dict[str, Any]:
+def worker(
+    size_name: str, keep: bool, explain_top: int | None = None, families: str | None = None
+) -> dict[str, Any]:
     """Simulate and materialize one size in a fresh home; the figures as a dict."""
     home = Path(tempfile.mkdtemp(prefix=f"ml_assets_bench_{size_name}_"))
     os.environ["ML_ASSETS_HOME"] = str(home)  # before any ml_assets import reads it
@@ -121,8 +123,11 @@ def worker(size_name: str, keep: bool, explain_top: int | None = None) -> dict[s
     load_before = os.getloadavg()[0]
     size = SIZES[size_name]
     params = simulation_params(size)
-    if explain_top is not None:
-        (home / "ml_assets.toml").write_text(f"[training]\nexplain_top = {explain_top}\n")
+    toml = f"[training]\nexplain_top = {explain_top}\n" if explain_top is not None else ""
+    if families:
+        toml += f"[features]\nfamilies = {json.dumps(families.split(','))}\n"
+    if toml:
+        (home / "ml_assets.toml").write_text(toml)
     settings = load_settings(home)
     try:
         started = time.perf_counter()
@@ -240,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep each size's lake home (path in the JSON)")
     p.add_argument("--render", action="store_true", help="only rewrite results/graph.md from graph.json")
     p.add_argument("--explain-top", type=int, help="reasons per prediction (0: no pred_contrib); default 3")
+    p.add_argument("--families", help="behaviour families to turn on, comma separated (default: none)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.render:
@@ -249,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text)
         return 0
     if args.worker:
-        print(json.dumps(worker(args.worker, args.keep, args.explain_top)))
+        print(json.dumps(worker(args.worker, args.keep, args.explain_top, args.families)))
         return 0
     results = []
     for size in parse_sizes(args.sizes):
@@ -257,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         child = [str(Path(__file__)), "--worker", size.name] + (["--keep"] if args.keep else [])
         if args.explain_top is not None:
             child += ["--explain-top", str(args.explain_top)]
+        if args.families:
+            child += ["--families", args.families]
         try:
             # the allocator setting the CLI gets by importing ml_assets before Polars (ml_assets/__init__)
             allocator = os.environ.get("_RJEM_MALLOC_CONF", ALLOCATOR_CONF)
