@@ -11,6 +11,7 @@ from ml_assets.defs.events import event_defs
 from ml_assets.defs.features import feature_defs
 from ml_assets.defs.maintenance import maintenance_defs
 from ml_assets.defs.model import model_defs
+from ml_assets.defs.online import online_defs
 from ml_assets.defs.partitions import daily_partitions
 from ml_assets.defs.resources import resource_defs
 
@@ -25,6 +26,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         *[model_defs(spec, settings, partitions) for spec in settings.specs],
         automation_defs(settings, partitions),
         maintenance_defs(settings),
+        online_defs(settings),
     )
 
 

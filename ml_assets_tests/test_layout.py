@@ -49,6 +49,12 @@ def test_lake_tables_and_model_store_are_plain_python():
     assert len(plain) == 2 and _offending(plain, ("dagster",)) == {}
 
 
+def test_serving_imports_no_dagster_and_the_dagster_layer_no_http():
+    # the online half shares the core with the graph but runs without Dagster; the graph runs without HTTP
+    assert _offending(_modules("serving"), ("dagster", "ml_assets.defs", "ml_assets.app")) == {}
+    assert _offending(_modules("defs"), ("fastapi", "uvicorn", "ml_assets.serving.app")) == {}
+
+
 def test_the_dagster_layer_does_not_import_the_app():
     assert _offending(_modules("defs"), ("ml_assets.app",)) == {}
     assert _offending(_modules("lake"), ("ml_assets.app", "ml_assets.defs")) == {}
@@ -61,6 +67,15 @@ def test_definitions_only_merges_stages():
         "ml_assets.core.settings",
         *{
             f"ml_assets.defs.{m}"
-            for m in ("automation", "events", "features", "maintenance", "model", "partitions", "resources")
+            for m in (
+                "automation",
+                "events",
+                "features",
+                "maintenance",
+                "model",
+                "online",
+                "partitions",
+                "resources",
+            )
         },
     }

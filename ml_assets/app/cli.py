@@ -280,6 +280,64 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0  # not reached: exec replaces this process
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ml_assets.serving.app import api_keys, create_app
+
+    settings = _settings(args)
+    if not api_keys(settings):
+        _say(
+            "ml-assets serve: no API key set ([serving] api_keys or $ML_ASSETS_API_KEYS): every call gets 401"
+        )
+    host, port = args.host or settings.serving.host, args.port or settings.serving.port
+    _say(f"ml-assets serve: http://{host}:{port} on the lake {settings.home}")
+    # a stop waits at most 5 s for open requests and subscriptions, then lands the spool and flushes
+    # the served-predictions log (the app's shutdown)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def cmd_traffic(args: argparse.Namespace) -> int:
+    from ml_assets.serving.traffic import Traffic, read_overrides, write_override
+
+    settings = _settings(args)
+    path = settings.serving_dir / "traffic.json"
+    if args.model is not None:
+        settings.spec(args.model)  # an unknown model is a user error naming the known ones
+        if args.clear:
+            write_override(path, args.model, None)
+        elif args.arm or args.shadow:
+            store = settings.models_dir
+            arms: dict[str, float] = {}
+            for arm in args.arm or []:
+                version, _, share = arm.partition("=")
+                if not share:
+                    raise ValueError(f"--arm takes VERSION=SHARE, got {arm!r}")
+                arms[version] = float(share)
+            for version in [*arms, *([args.shadow] if args.shadow else [])]:
+                if not (store / args.model / f"{version}.json").exists():
+                    raise ValueError(f"{args.model} version {version!r} is not in the model store")
+            write_override(path, args.model, Traffic(arms=arms, shadow=args.shadow))
+    overrides = read_overrides(path)
+    configured = {
+        m: Traffic(arms=dict(t.arms), shadow=t.shadow or None) for m, t in settings.serving.traffic.items()
+    }
+    shown = {
+        m: (overrides.get(m) or configured.get(m) or Traffic()).as_json()
+        for m in (s.name for s in settings.specs)
+    }
+    print(json.dumps(shown, indent=2))
+    return 0
+
+
 def _global_options(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument("--home", default=default, help=f"lake home (default ${HOME_ENV} or ./.ml_assets)")
     p.add_argument("--config", default=default, help="settings file (default <home>/ml_assets.toml)")
@@ -358,6 +416,20 @@ def parser() -> argparse.ArgumentParser:
 
     mt = sub.add_parser("maintain", help="compact, checkpoint and vacuum the lake's Delta tables")
     mt.set_defaults(func=cmd_maintain)
+
+    sv = sub.add_parser("serve", help="the event collector and predictions API (HTTP), on this lake")
+    sv.add_argument("--host", help="interface (default [serving] host, 127.0.0.1)")
+    sv.add_argument("--port", type=int, help="port (default [serving] port, 8000)")
+    sv.set_defaults(func=cmd_serve)
+
+    tr = sub.add_parser("traffic", help="show or set a model's A/B, canary and shadow split")
+    tr.add_argument("model", nargs="?")
+    tr.add_argument(
+        "--arm", action="append", help="VERSION=SHARE: that share of players (by hash) gets VERSION"
+    )
+    tr.add_argument("--shadow", help="a version that scores every request without being served")
+    tr.add_argument("--clear", action="store_true", help="back to production only (or the settings' split)")
+    tr.set_defaults(func=cmd_traffic)
 
     u = sub.add_parser("ui", help="start the Dagster UI on this lake's instance")
     u.add_argument("--host", default="127.0.0.1")

@@ -192,6 +192,37 @@ class AlertSettings(Table):
     webhook_url: Text = ""  # POSTed JSON for failed checks, drift and degradation; always logged too
 
 
+class TrafficTable(Table):
+    # A/B and canary: versions that get a share of players (a stable hash of model and player_id); the
+    # rest get the production version. A shadow version scores every request, unserved.
+    arms: dict[str, Fraction] = {}
+    shadow: Text = ""
+
+
+class ServingSettings(Table):
+    # `ml-assets serve`: the collector, online features and predictions (serving/app.py)
+    host: Text = "127.0.0.1"
+    port: PositiveInt = 8000
+    # API keys of this lake's game; more from $ML_ASSETS_API_KEYS (comma-separated). None: 401s.
+    api_keys: list[Text] = []
+    max_batch_events: PositiveInt = 2000  # Amplitude's HTTP API limits: 2,000 events, 1 MB a batch
+    max_batch_bytes: PositiveInt = 1_000_000
+    roll_seconds: PositiveFloat = 10  # collected events land as one landing batch this often
+    online_store: Annotated[Literal["sqlite", "redis"], Field(description="one of ['sqlite', 'redis']")] = (
+        "sqlite"
+    )
+    redis_url: Text = ""  # else $ML_ASSETS_REDIS_URL, else redis://127.0.0.1:6379/0
+    online_ttl_hours: PositiveFloat = 72  # an online vector older than this is not served
+    warm_seconds: PositiveFloat = 10  # the warm path applies collected events this often
+    reload_seconds: PositiveFloat = 1  # how often the server looks for stage and traffic changes
+    log_flush_seconds: PositiveFloat = 5  # served predictions are appended to Delta this often
+    log_flush_rows: PositiveInt = 10_000  # ... or once this many are waiting
+    reasons: NonNegativeInt = 3  # top features by SHAP contribution returned with each prediction
+    breaker_failures: PositiveInt = 3  # online store errors in a row that open the circuit
+    breaker_reset_seconds: PositiveFloat = 15  # then batch scores are served this long before a retry
+    traffic: dict[Text, TrafficTable] = {}
+
+
 SECTIONS: dict[str, type[Table]] = {
     "lake": LakeSettings,
     "cleaning": CleaningSettings,
@@ -203,6 +234,7 @@ SECTIONS: dict[str, type[Table]] = {
     "catalog": CatalogSettings,
     "automation": AutomationSettings,
     "alerts": AlertSettings,
+    "serving": ServingSettings,
     # defaults for every model; a [models.NAME] table can set any of these for itself
     "training": TrainingTable,
 }
@@ -223,6 +255,7 @@ class Settings:
     catalog: CatalogSettings = field(default_factory=CatalogSettings)
     automation: AutomationSettings = field(default_factory=AutomationSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    serving: ServingSettings = field(default_factory=ServingSettings)
     specs: tuple[ModelSpec, ...] = ()
 
     @property
@@ -242,6 +275,11 @@ class Settings:
     def writer_lock(self) -> Path:
         """The lock every run that writes the lake holds (`lake/writer_lock.py`)."""
         return self.home / "writer.lock"
+
+    @property
+    def serving_dir(self) -> Path:
+        """The online half's local files: the collector's spool, the SQLite online store, traffic."""
+        return self.home / "serving"
 
     @property
     def dagster_home(self) -> Path:
@@ -311,5 +349,6 @@ def load_settings(
         catalog=section("catalog", CatalogSettings),
         automation=section("automation", AutomationSettings),
         alerts=section("alerts", AlertSettings),
+        serving=section("serving", ServingSettings),
         specs=specs_from_settings(models, raw.get("training"), str(path)),
     )

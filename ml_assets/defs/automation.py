@@ -12,7 +12,13 @@ import dagster as dg
 import polars as pl
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from ml_assets.core.events.landing import LANDING_SCHEMA, list_batches, partition_day
+from ml_assets.core.events.landing import (
+    LANDING_SCHEMA,
+    LandingCursor,
+    list_batches,
+    newer_batches,
+    partition_day,
+)
 from ml_assets.core.models.spec import ModelSpec
 from ml_assets.core.monitoring.alerts import Alert, send_alert
 from ml_assets.core.monitoring.drift import alarm_reason, alarm_rows, drift_summary
@@ -166,6 +172,10 @@ def degradation_sensor(spec: ModelSpec, interval_s: int = 600) -> dg.SensorDefin
     return sensor
 
 
+def _cursor(seen: LandingCursor, pending: set[str]) -> str:
+    return json.dumps({"after": seen.after, "recent": sorted(seen.recent), "pending": sorted(pending)})
+
+
 def new_files_sensor(
     specs: tuple[ModelSpec, ...], partitions: dg.TimeWindowPartitionsDefinition, interval_s: int = 60
 ) -> dg.SensorDefinition:
@@ -188,15 +198,18 @@ def new_files_sensor(
         if context.cursor is None:
             # first tick: what landed before the sensor ran is history, not news (materialize it
             # with `ml-assets materialize`); only batches that land from now on start runs
+            _, seen = newer_batches(batches, LandingCursor())
             return dg.SensorResult(
                 skip_reason=f"baseline: {len(batches)} batches already landed",
-                cursor=json.dumps({"seen": sorted(b.name for b in batches), "pending": []}),
+                cursor=_cursor(seen, set()),
             )
         state = json.loads(context.cursor)
         if isinstance(state, list):  # the cursor of ml-assets 0.1: the batches seen
             state = {"seen": state, "pending": []}
-        seen, pending = set(state["seen"]), set(state["pending"])
-        new = [b for b in batches if b.name not in seen]
+        # cursors before 0.3 listed every batch seen; now an mtime watermark and an hour of names
+        before = LandingCursor(state.get("after", 0.0), frozenset(state.get("recent", state.get("seen", []))))
+        pending = set(state["pending"])
+        new, seen = newer_batches(batches, before)
         if new:
             bounds = lake.settings().cleaning.time_bounds()
             landed = pl.scan_parquet([str(b) for b in new], schema=LANDING_SCHEMA, missing_columns="insert")
@@ -204,7 +217,7 @@ def new_files_sensor(
             pending |= {d.isoformat() for d in days["partition_date"]}
         keys = set(partition_days(partitions))
         ready = sorted(pending & keys)
-        cursor = json.dumps({"seen": sorted(seen | {b.name for b in new}), "pending": sorted(pending - keys)})
+        cursor = _cursor(seen, pending - keys)
         if not ready:
             waiting = f"; {len(pending)} landed days wait to become partitions" if pending else ""
             if not new:

@@ -21,6 +21,8 @@ PLAYER_STATE = "player_state"
 PLAYER_FEATURES = "player_features"
 MODEL_REGISTRY = "model_registry"
 EXPERIMENTS = "experiments"
+# every prediction `ml-assets serve` answered (serving/prediction_log.py), by served day
+SERVED_PREDICTIONS = "served_predictions"
 
 # The column each daily-partitioned table is stored by (Delta partition column).
 EVENT_TABLES: dict[str, str] = {
@@ -66,6 +68,11 @@ class ModelAssets:
         return f"{self.model}_model_performance"
 
     @property
+    def served_performance(self) -> str:
+        """Realized performance of what `ml-assets serve` answered, per version and A/B arm."""
+        return f"{self.model}_served_performance"
+
+    @property
     def group(self) -> str:
         return f"model_{self.model}"
 
@@ -94,7 +101,11 @@ class ModelAssets:
     @property
     def tables(self) -> dict[str, str | None]:
         """Every Delta table of the model with its partition column (None: unpartitioned)."""
-        return {self.training_set: None, **{name: SNAPSHOT_COLUMN for name in self.daily}}
+        return {
+            self.training_set: None,
+            self.served_performance: None,
+            **{name: SNAPSHOT_COLUMN for name in self.daily},
+        }
 
 
 def model_assets(model: str) -> ModelAssets:
@@ -109,6 +120,7 @@ def lake_tables(models: list[str] | tuple[str, ...]) -> dict[str, str | None]:
         out.update(model_assets(name).tables)
     out[MODEL_REGISTRY] = None
     out[EXPERIMENTS] = None
+    out[SERVED_PREDICTIONS] = "served_date"
     return out
 
 

@@ -247,7 +247,7 @@ def test_a_user_in_chromium_sees_the_graph_plots_and_runs_and_promotes(service):
             # the lineage graph, one group at a time: every asset is a node
             page.goto(f"{server.url}/asset-groups")
             seen: set[str] = set()
-            for group in ("events", "features", "model_churn"):
+            for group in ("events", "features", "model_churn", "serving"):
                 page.goto(f"{server.url}/locations/{CODE_LOCATION}/asset-groups/{group}/lineage")
                 page.locator("svg foreignObject").first.wait_for()
                 page.wait_for_timeout(1000)

@@ -9,6 +9,7 @@ daily partitions span the data's own dates.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -99,11 +100,18 @@ def batch_path(landing_dir: Path, batch_id: str) -> Path:
 
 
 def write_batch(
-    landing_dir: Path, frame: pl.DataFrame, batch_id: str, source: str, bounds: TimeBounds = TimeBounds()
+    landing_dir: Path,
+    frame: pl.DataFrame,
+    batch_id: str,
+    source: str,
+    bounds: TimeBounds = TimeBounds(),
+    durable: bool = False,
 ) -> bool:
     """Land `frame` as batch `batch_id`; False (and nothing written) when that batch is already landed.
 
     The file appears atomically (written aside, then renamed), so a crash leaves no partial batch.
+    `durable` also fsyncs the file and the folder before returning (the collector acknowledges
+    events to clients on that promise; a re-runnable ingest does not need it).
     """
     landing_dir.mkdir(parents=True, exist_ok=True)
     target = batch_path(landing_dir, batch_id)
@@ -115,14 +123,29 @@ def write_batch(
     fd, tmp = tempfile.mkstemp(dir=landing_dir, suffix=".parquet.tmp")
     os.close(fd)
     try:
-        rows.write_parquet(tmp, statistics=True)
+        with open(tmp, "wb") as fh:
+            rows.write_parquet(fh, statistics=True)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, target)
+        if durable:
+            fsync_dir(landing_dir)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     days = rows.select(partition_day(bounds)).to_series()
     extend_window(landing_dir, DataWindow(days.min(), days.max()))  # type: ignore[arg-type]
     return True
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (a file renamed into it) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_window(landing_dir: Path) -> DataWindow | None:
@@ -135,14 +158,19 @@ def read_window(landing_dir: Path) -> DataWindow | None:
 
 
 def extend_window(landing_dir: Path, window: DataWindow) -> DataWindow:
-    """Widen the recorded window to cover `window`; written atomically."""
-    old = read_window(landing_dir)
-    if old is not None:
-        window = DataWindow(min(old.first_day, window.first_day), max(old.last_day, window.last_day))
-    payload = json.dumps({"first_day": window.first_day.isoformat(), "last_day": window.last_day.isoformat()})
-    tmp = landing_dir / (WINDOW_FILE + ".tmp")
-    tmp.write_text(payload)
-    os.replace(tmp, landing_dir / WINDOW_FILE)
+    """Widen the recorded window to cover `window`; written atomically, under a lock (the collector
+    and an ingest may land at the same time, and neither may narrow what the other widened)."""
+    with open(landing_dir / (WINDOW_FILE + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = read_window(landing_dir)
+        if old is not None:
+            window = DataWindow(min(old.first_day, window.first_day), max(old.last_day, window.last_day))
+        payload = json.dumps(
+            {"first_day": window.first_day.isoformat(), "last_day": window.last_day.isoformat()}
+        )
+        tmp = landing_dir / (WINDOW_FILE + ".tmp")
+        tmp.write_text(payload)
+        os.replace(tmp, landing_dir / WINDOW_FILE)
     return window
 
 
@@ -151,6 +179,31 @@ def list_batches(landing_dir: Path) -> list[Path]:
     if not landing_dir.exists():
         return []
     return sorted(landing_dir.glob("*.parquet"))
+
+
+# A landing batch appears by a rename right after it is written, so its modification time is at
+# most a write's duration behind the moment it shows up; an hour covers any write.
+CURSOR_GRACE_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class LandingCursor:
+    """What a reader of new batches has seen: the newest modification time, and the names of the
+    batches modified within the grace before it (so a batch that shows up late is still new)."""
+
+    after: float = 0.0
+    recent: frozenset[str] = frozenset()
+
+
+def newer_batches(files: list[Path], cursor: LandingCursor) -> tuple[list[Path], LandingCursor]:
+    """The batches of `files` not seen by `cursor`, and the cursor after them. Its size stays that of
+    an hour of batches, however long the lake has run (a collector lands one every few seconds)."""
+    stamped = [(f, f.stat().st_mtime) for f in files if f.exists()]
+    floor = cursor.after - CURSOR_GRACE_SECONDS
+    new = [f for f, t in stamped if t >= floor and f.name not in cursor.recent]
+    after = max([cursor.after, *(t for _, t in stamped)])
+    recent = frozenset(f.name for f, t in stamped if t >= after - CURSOR_GRACE_SECONDS)
+    return new, LandingCursor(after, recent)
 
 
 def scan_landing(landing_dir: Path, bounds: TimeBounds = TimeBounds()) -> pl.LazyFrame:

@@ -63,3 +63,32 @@ def test_settings_defaults_and_unknown_keys(tmp_path):
     (tmp_path / "ml_assets.toml").write_text("[models.churn]\nhorizon = 5\n")
     with pytest.raises(ValueError, match=r"models.churn.*horizon"):
         load_settings(tmp_path)
+
+
+def test_the_new_batch_cursor_finds_each_batch_once_and_stays_an_hour_long(tmp_path):
+    import os
+
+    from ml_assets.core.events.landing import CURSOR_GRACE_SECONDS, LandingCursor, newer_batches
+
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    start = 1_700_000_000.0
+
+    def land(name: str, mtime: float):
+        path = folder / f"{name}.parquet"
+        path.write_bytes(b"x")
+        os.utime(path, (mtime, mtime))
+        return path
+
+    old = [land(f"old{i}", start + i) for i in range(5)]
+    new, cursor = newer_batches(sorted(folder.glob("*.parquet")), LandingCursor())
+    assert sorted(new) == sorted(old)
+    # a day later: one more batch, and one that shows up late with an mtime just behind the newest
+    later = land("later", start + 86_400)
+    late = land("late", start + 86_400 - 5)
+    new, cursor = newer_batches(sorted(folder.glob("*.parquet")), cursor)
+    assert sorted(new) == sorted([later, late])
+    assert cursor.recent == {"later.parquet", "late.parquet"}  # the day-old names are forgotten
+    again, cursor = newer_batches(sorted(folder.glob("*.parquet")), cursor)
+    assert again == [] and cursor.after == start + 86_400
+    assert CURSOR_GRACE_SECONDS < 86_400

@@ -1,0 +1,1 @@
+"""The online half: event collector, online features, predictions with A/B, notifications."""
