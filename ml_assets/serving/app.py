@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import multiprocessing
 import os
 import threading
 import uuid
@@ -27,7 +28,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ml_assets.core.models.registry import Registry
-from ml_assets.core.settings import Settings
+from ml_assets.core.settings import CONFIG_ENV, Settings
 from ml_assets.lake.model_store import ModelStore
 from ml_assets.lake.tables import MODEL_REGISTRY, SERVED_PREDICTIONS, model_assets, table_uri
 from ml_assets.serving.batch_scores import BatchScores
@@ -39,7 +40,7 @@ from ml_assets.serving.prediction_log import PredictionLog
 from ml_assets.serving.scoring import Loaded, score_vectors
 from ml_assets.serving.stores import online_store
 from ml_assets.serving.traffic import CANDIDATE, PRODUCTION, SHADOW, Traffic, arm_version
-from ml_assets.serving.warm import WarmPath
+from ml_assets.serving.warm import read_status, run_warm_path
 
 LOG = logging.getLogger(__name__)
 API_KEYS_ENV = "ML_ASSETS_API_KEYS"
@@ -87,7 +88,9 @@ class Server:
             serving.log_flush_seconds,
             serving.log_flush_rows,
         )
-        self.warm = WarmPath(settings, self.store, self.collector) if warm else None
+        self.warm = warm
+        self._warm_stop = multiprocessing.get_context("spawn").Event()
+        self._warm_process: multiprocessing.process.BaseProcess | None = None
         self.subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
@@ -126,11 +129,22 @@ class Server:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._every(self.settings.serving.reload_seconds, self.reload, "reload")
-        if self.warm is not None:
-            self._every(self.settings.serving.warm_seconds, self.warm.tick, "warm-path")
+        if self.warm:
+            context = multiprocessing.get_context("spawn")
+            config = os.environ.get(CONFIG_ENV)
+            self._warm_process = context.Process(
+                target=run_warm_path,
+                args=(str(self.settings.home), config, self._warm_stop, os.getpid()),
+                name="warm-path",
+                daemon=True,
+            )
+            self._warm_process.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._warm_stop.set()
+        if self._warm_process is not None:
+            self._warm_process.join(timeout=30)
         for thread in self._threads:
             thread.join(timeout=30)
         self.collector.close()
@@ -277,7 +291,7 @@ class Server:
             else None,
         }
         log = {"written": self.log.written, "pending": self.log.pending, "failures": self.log.failures}
-        warm = self.warm.report() if self.warm is not None else None
+        warm = read_status(self.settings) if self.warm else None
         return {
             "models": models,
             "online_store": store,

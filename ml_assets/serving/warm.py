@@ -9,6 +9,8 @@ players with new events are computed, so a tick costs their events, not the game
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import threading
 import time
@@ -35,10 +37,12 @@ from ml_assets.core.features.state import (
     vocabulary_from_counts,
 )
 from ml_assets.core.settings import Settings
+from ml_assets.lake.model_store import write_atomic
 from ml_assets.lake.tables import EVENT_TYPE_COUNTS, PLAYER_STATE, open_table, table_uri
-from ml_assets.serving.collector import Collector
 from ml_assets.serving.online_features import online_rows
 from ml_assets.serving.online_store import OnlineStore
+
+LOG = logging.getLogger(__name__)
 
 
 def warm_features(
@@ -105,25 +109,32 @@ class TickReport:
 
 
 class WarmPath:
-    """Runs `tick` on a timer in the server: new landed or spooled rows -> their players' features."""
+    """Runs `tick` on a timer in the server: new landed or spooled rows -> their players' features.
 
-    def __init__(self, settings: Settings, store: OnlineStore, collector: Collector | None) -> None:
+    The rows landed since the stored state's newest day are kept in memory, a file's rows read once:
+    a tick reads only the files that appeared since the last one, so its cost follows what was
+    collected since, not the day so far.
+    """
+
+    def __init__(self, settings: Settings, store: OnlineStore) -> None:
         self.settings = settings
         self.store = store
-        self.collector = collector
-        self._done: set[str] = set()  # files already applied (by path)
-        self._applied: set[str] = set()  # event ids applied today: a rolled spool file repeats them
+        self.spool_dir = spool_dir(settings)
+        self._since: date | None = None  # the first day the cache holds
         self._day: date | None = None
+        self._rows = pl.DataFrame()  # landing rows of [_since, _day], with `_file`
+        self._files_read: set[str] = set()
+        self._applied: set[str] = set()  # event ids applied: a rolled spool file repeats them
         self._lock = threading.Lock()
         self.last: TickReport | None = None
         self.max_lag_seconds: float | None = None
         self.ticks = 0
 
-    def _files(self, since: datetime) -> list[Path]:
+    def _files(self, since: datetime) -> tuple[list[Path], list[Path]]:
         cutoff = since.timestamp()
-        spool = self.collector.spool_files() if self.collector is not None else []
+        spool = sorted(self.spool_dir.glob("*.parquet"))
         landed = [f for f in list_batches(self.settings.landing_dir) if _mtime(f) >= cutoff]
-        return [*landed, *spool]
+        return landed, spool
 
     def tick(self, now: datetime | None = None) -> TickReport | None:
         """Apply what landed since the last tick; None when nothing new came."""
@@ -133,8 +144,6 @@ class WarmPath:
     def _tick(self, now: datetime) -> TickReport | None:
         started = time.perf_counter()
         day = now.date()
-        if day != self._day:
-            self._day, self._applied = day, set()
         uri = self.settings.lake_uri
         state_table = open_table(table_uri(uri, PLAYER_STATE))
         counts_table = open_table(table_uri(uri, EVENT_TYPE_COUNTS))
@@ -145,31 +154,33 @@ class WarmPath:
             return None  # the batch graph has processed today already
         cleaning = self.settings.cleaning
         bounds = cleaning.time_bounds()
+        since_day = (stored_last + timedelta(days=1)) if stored_last is not None else date(1970, 1, 1)
+        if (since_day, day) != (self._since, self._day):  # the graph moved on, or a new day began
+            self._since, self._day = since_day, day
+            self._rows, self._files_read, self._applied = pl.DataFrame(), set(), set()
         # a file written before the day after the stored state (less the clock skew allowed) holds
         # no event of a later day
-        since_day = (stored_last + timedelta(days=1)) if stored_last is not None else date(1970, 1, 1)
         since = datetime.combine(since_day, datetime.min.time(), UTC) - timedelta(
             hours=cleaning.max_future_skew_hours
         )
-        files = self._files(since)
-        new = [f for f in files if str(f) not in self._done]
+        landed, spool = self._files(since)
+        present = {str(f) for f in [*landed, *spool]}
+        new = [f for f in [*landed, *spool] if str(f) not in self._files_read]
+        if self._rows.height:  # a rolled spool file's rows come back in its landing batch
+            self._rows = self._rows.filter(pl.col("_file").is_in(list(present)))
+        self._files_read &= present
         if not new:
             return None
-        fresh = _read(new)
+        fresh = _read(new).with_columns(partition_day(bounds))
+        self._files_read |= {str(f) for f in new}
+        fresh = fresh.filter(pl.col("partition_date").is_between(since_day, day))
+        self._rows = pl.concat([self._rows, fresh], how="vertical") if self._rows.height else fresh
         fresh_ids = set(fresh["event_id"].drop_nulls().to_list()) - self._applied
-        players = fresh["player_id"].drop_nulls().unique()
+        players = fresh.filter(pl.col("event_id").is_in(list(fresh_ids)))["player_id"].drop_nulls().unique()
         if players.is_empty():
-            self._done.update(str(f) for f in new)
             return None
-        landed = (
-            _read(files)
-            .with_columns(partition_day(bounds))
-            .filter(
-                pl.col("player_id").is_in(players.implode())
-                & pl.col("partition_date").is_between(since_day, day)
-            )
-        )
-        clean = clean_events(landed.lazy(), cleaning.watermark_days, cleaning.limits(), bounds).clean
+        mine = self._rows.filter(pl.col("player_id").is_in(players.implode())).drop("_file")
+        clean = clean_events(mine.lazy(), cleaning.watermark_days, cleaning.limits(), bounds).clean
         clean = clean.filter(pl.col("event_date").is_between(since_day, day))
         features = self.settings.features
         rows = warm_features(state, counts, clean, day, features.windows, features.max_event_types)
@@ -177,7 +188,6 @@ class WarmPath:
         self.store.write(online_rows(rows, written_at, "warm"))
         received = fresh.filter(pl.col("event_id").is_in(list(fresh_ids)))["received_at"].min()
         lag = (written_at - received).total_seconds() if isinstance(received, datetime) else None
-        self._done.update(str(f) for f in new)
         self._applied |= fresh_ids
         self.ticks += 1
         if lag is not None:
@@ -196,7 +206,50 @@ class WarmPath:
             "last_seconds": last.seconds if last else None,
             "last_lag_seconds": last.lag_seconds if last else None,
             "max_lag_seconds": self.max_lag_seconds,
+            "rows_in_memory": self._rows.height,
         }
+
+
+def spool_dir(settings: Settings) -> Path:
+    """Where the collector spools acknowledged events before they land."""
+    return settings.serving_dir / "spool"
+
+
+def status_path(settings: Settings) -> Path:
+    """Where the warm path process reports its last tick, for the server's /v1/status."""
+    return settings.serving_dir / "warm_status.json"
+
+
+def read_status(settings: Settings) -> dict[str, Any] | None:
+    """The warm path's last report, or None before its first."""
+    path = status_path(settings)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def run_warm_path(home: str, config: str | None, stop: Any, parent: int) -> None:
+    """The warm path's process: a tick every `warm_seconds` until `stop` is set or the server that
+    started it is gone. Its own process, so a tick's work never stalls the server's requests."""
+    from ml_assets.core.settings import load_settings
+    from ml_assets.serving.stores import online_store
+
+    settings = load_settings(home, config)
+    store = online_store(settings)
+    warm = WarmPath(settings, store)
+    every = settings.serving.warm_seconds
+    due = time.monotonic() + every
+    try:
+        # a second's naps, not one of warm_seconds: a SIGKILLed server's child notices soon
+        while not stop.wait(min(1.0, every)) and os.getppid() == parent:
+            if time.monotonic() < due:
+                continue
+            due = time.monotonic() + every
+            try:
+                warm.tick()
+            except Exception:  # logged; the next tick tries again (the rows stay in landing)
+                LOG.exception("warm path tick failed")
+            write_atomic(status_path(settings), json.dumps(warm.report()))
+    finally:
+        store.close()
 
 
 def _mtime(path: Path) -> float:
@@ -207,7 +260,14 @@ def _mtime(path: Path) -> float:
 
 
 def _read(files: list[Path]) -> pl.DataFrame:
-    present = [str(f) for f in files if f.exists()]
-    if not present:
-        return pl.DataFrame(schema=LANDING_SCHEMA)
-    return pl.read_parquet(present, schema=LANDING_SCHEMA, missing_columns="insert")
+    """The rows of `files` that still exist (a spool file may have rolled away), with `_file`."""
+    frames = []
+    for f in files:
+        try:
+            rows = pl.read_parquet(f, schema=LANDING_SCHEMA, missing_columns="insert")
+        except FileNotFoundError:
+            continue
+        frames.append(rows.with_columns(pl.lit(str(f)).alias("_file")))
+    if not frames:
+        return pl.DataFrame(schema={**LANDING_SCHEMA, "_file": pl.String()})
+    return pl.concat(frames, how="vertical")

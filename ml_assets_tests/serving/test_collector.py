@@ -189,3 +189,19 @@ def test_a_retry_during_the_first_write_waits_for_it_and_fails_with_it(tmp_path)
     retry.join(5)
     assert isinstance(outcomes["first"], NotDurable) and isinstance(outcomes["retry"], NotDurable)
     c.close()
+
+
+def test_the_dedup_memory_freezes_past_days_and_still_finds_every_id():
+    from datetime import date
+
+    from ml_assets.serving.collector import DedupIndex, _digest
+
+    index = DedupIndex(horizon_days=7)
+    ids = [f"id{i}" for i in range(5000)]
+    index.add(ids[:2500], date(2026, 1, 1))
+    index.add(ids[2500:4000], date(2026, 1, 2))
+    index.expire(date(2026, 1, 2))  # the 1st is frozen into a sorted array of digests
+    assert any(_digest(i).endswith(b"\0") for i in ids[:2500])  # the case numpy's bytes trim
+    assert all(i in index for i in ids[:4000]) and not any(i in index for i in ids[4000:])
+    index.expire(date(2026, 1, 9))  # the 1st is now past the 7-day horizon: forgotten
+    assert ids[0] not in index and len(index) == 1500

@@ -23,6 +23,7 @@ from ml_assets.lake.tables import CLEAN_EVENTS, MODEL_REGISTRY, SERVED_PREDICTIO
 from ml_assets.serving.app import API_KEYS_ENV, create_app
 from ml_assets.serving.online_store import SqliteOnlineStore, open_store
 from ml_assets.serving.traffic import Traffic, arm_version, write_override
+from ml_assets.serving.warm import WarmPath
 from ml_assets_tests.conftest import TEST_SETTINGS, make_lake, read_table, run_graph
 
 KEY = {"X-API-Key": "test-key"}
@@ -204,19 +205,14 @@ def test_the_warm_path_gives_todays_features_as_a_full_recompute_would(lake):
         }
         for i, (t, v) in enumerate([("session_start", None), ("level_complete", 3.0), ("purchase", 4.99)])
     ]
-    with TestClient(create_app(lake)) as client:
+    with TestClient(create_app(lake, warm=False)) as client:
         assert client.post("/v1/events", json={"events": events}, headers=KEY).status_code == 200
         server = client.app.state.server
-        report = server.warm.tick()
+        report = WarmPath(lake, server.store).tick()
         assert report is not None and report.players == 1 and report.lag_seconds < 60
-        got = client.post("/v1/predict/churn", json={"player_id": player}, headers=KEY).json()["predictions"][
-            0
-        ]
+        answer = client.post("/v1/predict/churn", json={"player_id": player}, headers=KEY).json()
+        got = answer["predictions"][0]
         assert got["features_as_of"] == now.date().isoformat() and got["source"] == "online"
-        status = client.get("/v1/status").json()
-        assert status["warm"]["last_lag_seconds"] < 60 and status["online_store"]["newest_as_of"] == str(
-            now.date()
-        )
         stored = server.store.get([player])[player]
     clean = pl.read_delta(table_uri(lake.lake_uri, CLEAN_EVENTS)).filter(pl.col("player_id") == player)
     today = pl.DataFrame(
@@ -234,6 +230,27 @@ def test_the_warm_path_gives_todays_features_as_a_full_recompute_would(lake):
         if name in ("player_id", "snapshot_date"):
             continue
         assert stored.features.get(name) == pytest.approx(value, nan_ok=True), name
+
+
+def test_the_servers_warm_path_process_applies_collected_events_within_seconds(lake):
+    (lake.home / "ml_assets.toml").write_text(
+        TEST_SETTINGS + SERVING.replace("warm_seconds = 3600", "warm_seconds = 0.5")
+    )
+    lake = load_settings(lake.home)
+    player = newest_features(lake)["player_id"][1]
+    now = datetime.now(UTC)
+    event = {"event_id": "warm-1", "player_id": player, "event_time": now.isoformat(), "event_type": "x"}
+    with TestClient(create_app(lake)) as client:
+        assert client.post("/v1/events", json=[event], headers=KEY).status_code == 200
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            got = client.post("/v1/predict/churn", json={"player_id": player}, headers=KEY).json()
+            if got["predictions"][0]["features_as_of"] == now.date().isoformat():
+                break
+            time.sleep(0.2)
+        assert got["predictions"][0]["features_as_of"] == now.date().isoformat()
+        warm = client.get("/v1/status").json()["warm"]
+        assert warm["ticks"] >= 1 and warm["max_lag_seconds"] < 60
 
 
 def test_store_down_serves_batch_scores_and_says_so(lake, redis_server):
