@@ -232,6 +232,7 @@ def run_warm_path(home: str, config: str | None, stop: Any, parent: int) -> None
     from ml_assets.core.settings import load_settings
     from ml_assets.serving.stores import online_store
 
+    os.nice(10)  # behind the server's requests for the CPU
     settings = load_settings(home, config)
     store = online_store(settings)
     warm = WarmPath(settings, store)
