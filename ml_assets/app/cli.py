@@ -157,6 +157,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for label, path in lake_paths(settings).items():
         print(f"{label}: {path}")
     print(f"UI: ml-assets --home {settings.home} ui   (then open http://127.0.0.1:3000)")
+    print(
+        f"Online: ML_ASSETS_API_KEYS=secret ml-assets --home {settings.home} serve   "
+        "(events and predictions on http://127.0.0.1:8000, see docs/serving.md)"
+    )
     return 0
 
 
