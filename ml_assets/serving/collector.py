@@ -14,6 +14,7 @@ Cleaning still deduplicates across all sources (ingest, simulator) on the same h
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -366,7 +367,9 @@ class Collector:
 
     def roll(self) -> int:
         """Land the spool as one landing batch (its id: a hash of the spool file names); rows landed."""
-        with self._roll_lock:
+        # the process lock keeps this server's threads apart; the file lock, servers on one home
+        with self._roll_lock, open(self.spool_dir / ".roll.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             files = self.spool_files()
             if not files:
                 return 0

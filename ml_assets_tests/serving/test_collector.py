@@ -205,3 +205,30 @@ def test_the_dedup_memory_freezes_past_days_and_still_finds_every_id():
     assert all(i in index for i in ids[:4000]) and not any(i in index for i in ids[4000:])
     index.expire(date(2026, 1, 9))  # the 1st is now past the 7-day horizon: forgotten
     assert ids[0] not in index and len(index) == 1500
+
+
+def test_two_servers_on_one_home_roll_the_spool_once(tmp_path):
+    first = Collector(tmp_path / "landing", tmp_path / "spool", roll_seconds=3600, clock=lambda: NOW)
+    second = Collector(tmp_path / "landing", tmp_path / "spool", roll_seconds=3600, clock=lambda: NOW)
+    try:
+        for i in range(20):
+            (first if i % 2 else second).accept([event(i)])
+        errors: list[BaseException] = []
+
+        def roll(c: Collector) -> None:
+            try:
+                c.roll()
+            except BaseException as exc:  # collected: the test fails on any, naming it
+                errors.append(exc)
+
+        threads = [threading.Thread(target=roll, args=(c,)) for c in (first, second) * 3]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        ids = landed(tmp_path)["event_id"]
+        assert ids.len() == 20 and ids.n_unique() == 20
+    finally:
+        first.close()
+        second.close()
