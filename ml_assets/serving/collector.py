@@ -406,17 +406,7 @@ class Collector:
         return len(self._seen)
 
 
+# the landing columns a validated client event fills (the batch bookkeeping comes from `conform`)
 _ROW_TYPES: dict[str, pl.DataType] = {
-    "event_id": pl.String(),
-    "player_id": pl.String(),
-    "event_type": pl.String(),
-    "event_time": pl.Datetime("us", "UTC"),
-    "event_time_raw": pl.String(),
-    "value": pl.Float64(),
-    "platform": pl.String(),
-    "country": pl.String(),
-    "app_version": pl.String(),
-    "properties": pl.String(),
-    "received_at": pl.Datetime("us", "UTC"),
-    "received_date": pl.Date(),
+    c: t for c, t in LANDING_SCHEMA.items() if c not in ("value_raw", "batch_id", "source")
 }

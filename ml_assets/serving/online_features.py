@@ -22,8 +22,7 @@ def online_rows(features: pl.DataFrame, updated_at: datetime, source: str) -> li
     newest = newest_per_player(features)
     # dates and times travel as ISO text: the store holds JSON, and no model feature is temporal
     temporal = [c for c, t in newest.schema.items() if t.is_temporal() and c not in KEY]
-    values = newest.drop(KEY).with_columns(pl.col(temporal).dt.to_string()).to_dicts() if temporal else None
-    values = values if values is not None else newest.drop(KEY).to_dicts()
+    values = newest.drop(KEY).with_columns(pl.col(temporal).dt.to_string()).to_dicts()
     return [
         OnlineRow(player, as_of, updated_at, source, vector)
         for player, as_of, vector in zip(newest["player_id"], newest["snapshot_date"], values, strict=True)

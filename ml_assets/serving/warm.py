@@ -63,8 +63,9 @@ def warm_features(
         known = vocabulary_from_counts(counts, stored_last, None)
         features_vocab = vocabulary_from_counts(counts, stored_last, max_event_types)
     else:
-        known = vocabulary_from_counts(_counts(events), day, None)
-        features_vocab = vocabulary_from_counts(_counts(events), day, max_event_types)
+        own = _counts(events)
+        known = vocabulary_from_counts(own, day, None)
+        features_vocab = vocabulary_from_counts(own, day, max_event_types)
     valued = set(known.valued) | set(events.filter(pl.col("value").is_not_null())["event_type"].unique())
     vocab = state_vocabulary([*known.types, *events["event_type"].unique().to_list()], valued)
     first = (stored_last + timedelta(days=1)) if stored_last is not None else events["event_date"].min()
