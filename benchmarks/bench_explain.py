@@ -42,7 +42,7 @@ def measure(home: Path, day: date) -> list[dict[str, Any]]:
         version = registry.current(spec.name)
         if version is None:
             continue
-        model = ModelStore(settings.models_dir).load(spec.name, version)
+        model = ModelStore(settings.models_uri).load(spec.name, version)
         needed = {*KEY, *model.features, *scoring_columns(spec)}
         columns = [c for c in features.collect_schema().names() if c in needed]
         rows = scoring_rows(spec, features.filter(pl.col("snapshot_date") == day).select(columns).collect())

@@ -131,7 +131,7 @@ def worker(
     settings = load_settings(home)
     try:
         started = time.perf_counter()
-        report = simulate(settings.landing_dir, params)
+        report = simulate(settings.landing_uri, params)
         simulate_s = time.perf_counter() - started
         rss_after_simulate = peak_rss_bytes_self()
         instance = instance_for(settings)

@@ -52,7 +52,7 @@ def worker(history: int, players: int, repeat: int, longest: int) -> dict[str, A
         landed = 0
         for day, frame in simulate_days(params, params.start, newest):
             if day >= first:
-                write_batch(settings.landing_dir, frame, f"sim-{day:%Y%m%d}", "simulator")
+                write_batch(settings.landing_uri, frame, f"sim-{day:%Y%m%d}", "simulator")
                 landed += frame.height
         instance = instance_for(settings)
         started = time.perf_counter()

@@ -54,7 +54,7 @@ def worker(name: str) -> dict[str, Any]:
         if name == "cdnow":
             shutil.copy(REPO / "examples" / "cdnow" / "ml_assets.toml", home / "ml_assets.toml")
         settings = load_settings(home)
-        rows = land(name, settings.landing_dir)
+        rows = land(name, settings.landing_uri)
         instance = instance_for(settings)
         started = time.perf_counter()
         summary = materialize(settings, instance)

@@ -285,7 +285,7 @@ def register_copy(home: Path, model: str) -> str:
 
     settings = load_settings(home)
     registry = Registry(table_uri(settings.lake_uri, MODEL_REGISTRY))
-    store = ModelStore(settings.models_dir)
+    store = ModelStore(settings.models_uri)
     current = store.load(model, registry.current(model))
     copy = dataclasses.replace(current, version=current.version + "b")
     store.save(copy)

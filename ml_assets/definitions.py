@@ -18,7 +18,7 @@ from ml_assets.defs.resources import resource_defs
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Definitions for the lake at `settings.home`; partitions span its landed data window."""
-    partitions = daily_partitions(read_window(settings.landing_dir), settings.partitions)
+    partitions = daily_partitions(read_window(settings.landing_uri), settings.partitions)
     return dg.Definitions.merge(
         resource_defs(settings),
         event_defs(settings, partitions),

@@ -36,22 +36,27 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from ml_assets.simulator.game import SimulationParams, extend, simulate
+    from ml_assets.simulator.game import SimulationParams, extend, has_simulation, simulate
 
     settings = _settings(args)
-    landing = settings.landing_dir
+    landing = settings.landing_uri
 
     def progress(day: date) -> None:
         if day.day == 1 or args.verbose:
             _say(f"  simulated through {day}")
 
-    saved = landing / "_simulation.json"
     # `demo` reuses this command without the shift arguments
     shift_day, shift = getattr(args, "shift_day", None), getattr(args, "shift", None)
     if shift and not shift_day:
         raise ValueError("--shift needs --shift-day (the day the shift starts)")
     started = time.perf_counter()
-    if args.until and saved.exists() and args.players is None and args.days is None and not shift_day:
+    if (
+        args.until
+        and has_simulation(landing)
+        and args.players is None
+        and args.days is None
+        and not shift_day
+    ):
         report = extend(landing, date.fromisoformat(args.until), progress=progress)
     else:
         params = SimulationParams(
@@ -78,7 +83,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     report = ingest(
-        Path(args.path), Path(args.mapping), settings.landing_dir, settings.cleaning.time_bounds()
+        Path(args.path), Path(args.mapping), settings.landing_uri, settings.cleaning.time_bounds()
     )
     state = "landed" if report.landed else "already landed (nothing added)"
     print(
@@ -131,12 +136,13 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ml_assets.app.runner import lake_paths
     from ml_assets.app.status import model_status
+    from ml_assets.simulator.game import has_simulation
 
     settings = _settings(args)
     # the days ending yesterday (Dagster's newest complete daily partition), so the demo lake is fresh;
     # a home that already holds the demo's simulation is extended to yesterday, like a live game
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
-    saved = (settings.landing_dir / "_simulation.json").exists()
+    saved = has_simulation(settings.landing_uri)
     args.start = None if saved else (yesterday - timedelta(days=args.days - 1)).isoformat()
     args.until = yesterday.isoformat() if saved else None
     if saved:
@@ -251,11 +257,11 @@ def cmd_maintain(args: argparse.Namespace) -> int:
     settings = _settings(args)
     done = maintain_lake(settings, "ml-assets maintain")
     for t in done:
-        size = "" if t.bytes_before is None else f"; {_mb(t.bytes_before)} -> {_mb(t.bytes_after)} MB"
+        size = f"; {_mb(t.bytes_before)} -> {_mb(t.bytes_after)} MB"
         work = f"{t.files_compacted} files compacted into {t.files_added}, {t.files_vacuumed} vacuumed"
         print(f"{t.table:<32} {work}{size}")
-    before = sum(t.bytes_before or 0 for t in done)
-    after = sum(t.bytes_after or 0 for t in done)
+    before = sum(t.bytes_before for t in done)
+    after = sum(t.bytes_after for t in done)
     print(f"{len(done)} tables maintained; {_mb(before)} -> {_mb(after)} MB")
     return 0
 
@@ -310,6 +316,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_traffic(args: argparse.Namespace) -> int:
+    from ml_assets.lake.model_store import ModelStore
     from ml_assets.serving.traffic import Traffic, read_overrides, write_override
 
     settings = _settings(args)
@@ -319,7 +326,7 @@ def cmd_traffic(args: argparse.Namespace) -> int:
         if args.clear:
             write_override(path, args.model, None)
         elif args.arm or args.shadow:
-            store = settings.models_dir
+            store = ModelStore(settings.models_uri)
             arms: dict[str, float] = {}
             for arm in args.arm or []:
                 version, _, share = arm.partition("=")
@@ -327,7 +334,7 @@ def cmd_traffic(args: argparse.Namespace) -> int:
                     raise ValueError(f"--arm takes VERSION=SHARE, got {arm!r}")
                 arms[version] = float(share)
             for version in [*arms, *([args.shadow] if args.shadow else [])]:
-                if not (store / args.model / f"{version}.json").exists():
+                if not store.has(args.model, version):
                     raise ValueError(f"{args.model} version {version!r} is not in the model store")
             write_override(path, args.model, Traffic(arms=arms, shadow=args.shadow))
     overrides = read_overrides(path)

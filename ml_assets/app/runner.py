@@ -125,9 +125,9 @@ def _check_lake_root(uri: str) -> None:
 def _range_tags(settings: Settings, first_day: str | None, last_day: str | None) -> dict[str, str]:
     """Tags of a run over [first_day, last_day], by default every partition that exists now (a live
     lake's newest is yesterday, even when events of today have landed)."""
-    days = partition_days(daily_partitions(read_window(settings.landing_dir), settings.partitions))
+    days = partition_days(daily_partitions(read_window(settings.landing_uri), settings.partitions))
     if not days:
-        raise ValueError(f"no daily partitions yet in {settings.landing_dir}: land some events first")
+        raise ValueError(f"no daily partitions yet in {settings.landing_uri}: land some events first")
     return {
         ASSET_PARTITION_RANGE_START_TAG: first_day or days[0],
         ASSET_PARTITION_RANGE_END_TAG: last_day or days[-1],
@@ -150,10 +150,10 @@ def execute(
     Selecting one output of a multi-asset (e.g. clean_events) selects its siblings too.
     """
     _check_lake_root(settings.lake_uri)
-    window = read_window(settings.landing_dir)
+    window = read_window(settings.landing_uri)
     if window is None:
         raise ValueError(
-            f"nothing has landed in {settings.landing_dir}: run `ml-assets simulate` or `ingest` first"
+            f"nothing has landed in {settings.landing_uri}: run `ml-assets simulate` or `ingest` first"
         )
     defs = build_definitions(settings)
     job = defs.resolve_job_def(ALL_ASSETS_JOB)
@@ -265,6 +265,6 @@ def lake_paths(settings: Settings) -> dict[str, Path | str]:
     """Where a user finds things after a run."""
     return {
         "lake (Delta tables)": settings.lake_uri,
-        "models": settings.models_dir,
+        "models": settings.models_uri,
         "Dagster instance": settings.dagster_home,
     }

@@ -70,7 +70,7 @@ def check_status(instance: dg.DagsterInstance, check_keys: list[dg.AssetCheckKey
 
 def model_status(settings: Settings) -> list[dict[str, Any]]:
     """Every registered model version with its stage and test metrics, newest first per model."""
-    store = ModelStore(settings.models_dir)
+    store = ModelStore(settings.models_uri)
     models = []
     for spec in settings.specs:
         for row in (
@@ -107,10 +107,10 @@ def lake_status(
     settings: Settings, instance: dg.DagsterInstance, check_keys: list[dg.AssetCheckKey]
 ) -> dict[str, Any]:
     """Everything `status` reports, as one JSON-ready mapping."""
-    window = read_window(settings.landing_dir)
+    window = read_window(settings.landing_uri)
     return {
         "home": str(settings.home),
-        "landing_batches": len(list_batches(settings.landing_dir)),
+        "landing_batches": len(list_batches(settings.landing_uri)),
         "data_window": [window.first_day.isoformat(), window.last_day.isoformat()] if window else None,
         "tables": table_status(settings),
         "quarantine": quarantine_status(settings),

@@ -45,7 +45,9 @@ DEFAULT_HOME = ".ml_assets"
 
 
 class LakeSettings(Table):
-    uri: Text = ""  # empty: <home>/lake on local disk; else e.g. s3://bucket/prefix
+    # empty: <home>/lake on local disk; or s3://bucket/prefix (`pip install -e ".[s3]"`), with the landing
+    # batches and the model store under it; credentials and endpoint from the AWS_* environment
+    uri: Text = ""
     # a run waits this long for the run writing the lake to finish (one writer at a time), then fails
     writer_wait_seconds: NonNegativeFloat = 600
     # lake_maintenance (daily, and `ml-assets maintain`): compaction, checkpoints, and VACUUM of
@@ -264,12 +266,19 @@ class Settings:
         return self.lake.uri or str(self.home / "lake")
 
     @property
-    def landing_dir(self) -> Path:
-        return self.home / "landing"
+    def on_object_store(self) -> bool:
+        """Whether the lake is on an object store (then landing and models move there with it)."""
+        return "://" in self.lake_uri and not self.lake_uri.startswith("file://")
 
     @property
-    def models_dir(self) -> Path:
-        return self.home / "models"
+    def landing_uri(self) -> str:
+        """Landing batches: `<home>/landing`, or `<lake>/_landing` on an object store."""
+        return f"{self.lake_uri.rstrip('/')}/_landing" if self.on_object_store else str(self.home / "landing")
+
+    @property
+    def models_uri(self) -> str:
+        """The model store: `<home>/models`, or `<lake>/_models` on an object store."""
+        return f"{self.lake_uri.rstrip('/')}/_models" if self.on_object_store else str(self.home / "models")
 
     @property
     def writer_lock(self) -> Path:

@@ -194,7 +194,7 @@ def new_files_sensor(
         description="Materialize the days of newly landed batches (ingest / simulate) through the graph.",
     )
     def sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult | dg.SkipReason:
-        batches = list_batches(lake.landing_dir)
+        batches = list_batches(lake.landing_uri)
         if context.cursor is None:
             # first tick: what landed before the sensor ran is history, not news (materialize it
             # with `ml-assets materialize`); only batches that land from now on start runs
@@ -212,7 +212,7 @@ def new_files_sensor(
         new, seen = newer_batches(batches, before)
         if new:
             bounds = lake.settings().cleaning.time_bounds()
-            landed = pl.scan_parquet([str(b) for b in new], schema=LANDING_SCHEMA, missing_columns="insert")
+            landed = pl.scan_parquet([b.uri for b in new], schema=LANDING_SCHEMA, missing_columns="insert")
             days = landed.select(partition_day(bounds)).unique().collect()
             pending |= {d.isoformat() for d in days["partition_date"]}
         keys = set(partition_days(partitions))

@@ -45,7 +45,7 @@ def event_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.De
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         """Landed rows as received, by the day they belong to (event day, else delivery day)."""
         first, last = run_window(context)
-        landing = lake.landing_dir
+        landing = lake.landing_uri
         bounds = lake.settings().cleaning.time_bounds()
         rows = scan_landing(landing, bounds).filter(pl.col("partition_date").is_between(first, last))
         check = ChunkedSchemaCheck(RawEvents, RAW_EVENTS)

@@ -136,7 +136,7 @@ def monitoring_assets(
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         settings = lake.settings()
         metric = settings.performance.metric
-        window = read_window(lake.landing_dir)
+        window = read_window(lake.landing_uri)
         first, last = run_window(context)
         attributes = player_features.select("player_id", "snapshot_date", *SEGMENTS)
         scored = predictions.join(attributes, on=["player_id", "snapshot_date"], how="left")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -35,8 +34,9 @@ class LakeResource(dg.ConfigurableResource):
         return self._settings
 
     @property
-    def landing_dir(self) -> Path:
-        return self.settings().landing_dir
+    def landing_uri(self) -> str:
+        """Where landing batches are (a folder, or a prefix of the object store the lake is on)."""
+        return self.settings().landing_uri
 
     def table_uri(self, name: str) -> str:
         """Where a table of the lake lives."""
@@ -52,7 +52,7 @@ class LakeResource(dg.ConfigurableResource):
 
     def model_store(self) -> ModelStore:
         """Every trained version: JSON card plus LightGBM text model."""
-        return ModelStore(self.settings().models_dir)
+        return ModelStore(self.settings().models_uri)
 
 
 def resource_defs(settings: Settings) -> dg.Definitions:
@@ -71,7 +71,7 @@ def resource_defs(settings: Settings) -> dg.Definitions:
         resources={
             "lake": LakeResource(home=home),
             "io_manager": DeltaLakeIOManager(root_uri=settings.lake_uri, **lock),
-            MODEL_IO: ModelStoreIOManager(models_dir=str(settings.models_dir), **lock),
+            MODEL_IO: ModelStoreIOManager(models_dir=settings.models_uri, **lock),
         },
         loggers={"console": dg.colored_console_logger, "progress": step_progress_logger},
         # one process for every step: a process per step costs seconds each on a laptop

@@ -23,7 +23,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from ml_assets.lake.io_base import LakeWriterIOManager
 from ml_assets.lake.tables import open_table, table_uri
-from ml_assets.lake.window_writer import WindowWriter, is_local, same_schema
+from ml_assets.lake.window_writer import WindowWriter, same_schema
 
 PARTITION_EXPR = "partition_expr"
 
@@ -186,21 +186,22 @@ class DeltaLakeIOManager(LakeWriterIOManager):
         column, start, end, predicate = self._window(context)
         exists = self._exists(uri)
         counted = _PartitionRows(column)
-        if is_local(uri):
-            pieces = obj.frames(lambda piece: _refuse_outside(context, piece, column, start, end))
-            first = next(pieces, None)
-            if first is not None and (not exists or same_schema(DeltaTable(uri), first)):
-                writer = WindowWriter(uri, column)
-                for piece in itertools.chain([first], pieces):
-                    writer.write(piece)
-                    counted.add(piece)
-                version = writer.commit(first, start, end)
-                counted.report(context)
-                empty = pl.DataFrame(schema=obj.schema)
-                _describe(context, {**table_metadata(empty, uri, version), "dagster/row_count": obj.rows})
-                return
-            # a new column (schema merge), or no rows: write_deltalake's path below
-            obj = FrameChunks(itertools.chain([first] if first is not None else [], pieces))
+        pieces = obj.frames(lambda piece: _refuse_outside(context, piece, column, start, end))
+        first = next(pieces, None)
+        if first is not None and (
+            not exists or same_schema(DeltaTable(uri, storage_options=self._options()), first)
+        ):
+            writer = WindowWriter(uri, column)
+            for piece in itertools.chain([first], pieces):
+                writer.write(piece)
+                counted.add(piece)
+            version = writer.commit(first, start, end)
+            counted.report(context)
+            empty = pl.DataFrame(schema=obj.schema)
+            _describe(context, {**table_metadata(empty, uri, version), "dagster/row_count": obj.rows})
+            return
+        # a new column (schema merge), or no rows: write_deltalake's path below
+        obj = FrameChunks(itertools.chain([first] if first is not None else [], pieces))
 
         def check(piece: pl.DataFrame) -> None:
             _refuse_outside(context, piece, column, start, end)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from deltalake import DeltaTable
 
 from ml_assets.core.settings import Settings
 from ml_assets.lake import writer_lock
+from ml_assets.lake.files import folder
 from ml_assets.lake.tables import lake_tables, open_table, table_uri
 
 
@@ -28,15 +28,12 @@ class TableMaintenance:
     files_compacted: int
     files_added: int
     files_vacuumed: int
-    bytes_before: int | None  # local tables only
-    bytes_after: int | None
+    bytes_before: int
+    bytes_after: int
 
 
-def _folder_bytes(uri: str) -> int | None:
-    path = Path(uri.removeprefix("file://"))
-    if "://" in uri and not uri.startswith("file://"):
-        return None
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+def _folder_bytes(uri: str) -> int:
+    return sum(f.size for f in folder(uri).list(recursive=True))
 
 
 def maintain_table(table: DeltaTable, uri: str, name: str, retention_hours: int) -> TableMaintenance:

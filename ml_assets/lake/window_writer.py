@@ -5,30 +5,27 @@ feature rows streamed in 2M-row pieces peaked at 9.6 GiB, the size of the uncomp
 Here each piece's rows go straight to Parquet files inside the table folder, one per partition
 value, and a single transaction then adds them and removes the window's old files. Until that
 commit readers see the previous version; files of a crashed write are never referenced (a
-`VACUUM` deletes them).
+`VACUUM` deletes them). The table may be a local folder or under an object-store URI: the files
+go through `lake/files.py`, the commit through delta-rs (a conditional put on S3).
 """
 
+import io
 import json
 import os
 import time
 import uuid
 from collections.abc import Iterable
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 from deltalake import DeltaTable, Schema
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
+from ml_assets.lake.files import LocalFolder, folder
 from ml_assets.lake.tables import open_table
 
 _STATS_MINMAX = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64, pl.Date)
-
-
-def is_local(uri: str) -> bool:
-    """Whether `uri` is a local folder (the files of this module are written with plain file IO)."""
-    return "://" not in uri or uri.startswith("file://")
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
@@ -66,10 +63,11 @@ def same_schema(table: DeltaTable, frame: pl.DataFrame) -> bool:
 
 
 class WindowWriter:
-    """Writes pieces of a window as Parquet files in a local Delta table folder, then commits once."""
+    """Writes pieces of a window as Parquet files in a Delta table's folder, then commits once."""
 
     def __init__(self, uri: str, column: str) -> None:
-        self.root = Path(uri.removeprefix("file://"))
+        self.uri = uri
+        self.files = folder(uri)
         self.column = column
         self.actions: list[AddAction] = []
         self.columns: list[str] | None = None
@@ -83,13 +81,11 @@ class WindowWriter:
         for (value,), rows in piece.partition_by(self.column, as_dict=True, include_key=False).items():
             text = value.isoformat() if isinstance(value, date) else str(value)
             relative = f"{self.column}={text}/part-{uuid.uuid4().hex}.zstd.parquet"
-            path = self.root / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            rows.write_parquet(path, compression="zstd", statistics=True)
+            size = self._write_file(relative, rows)
             self.actions.append(
                 AddAction(
                     path=relative,
-                    size=path.stat().st_size,
+                    size=size,
                     partition_values={self.column: text},
                     modification_time=int(time.time() * 1000),
                     data_change=True,
@@ -97,19 +93,32 @@ class WindowWriter:
                 )
             )
 
+    def _write_file(self, relative: str, rows: pl.DataFrame) -> int:
+        """Write one data file; its size. No commit references it yet, so no reader can see it half
+        written: a local file is written in place, an object in one PUT."""
+        if isinstance(self.files, LocalFolder):
+            path = self.files.path / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rows.write_parquet(path, compression="zstd", statistics=True)
+            return path.stat().st_size
+        buffer = io.BytesIO()
+        rows.write_parquet(buffer, compression="zstd", statistics=True)
+        self.files.write(relative, buffer.getvalue())
+        return buffer.getbuffer().nbytes
+
     def commit(self, schema_frame: pl.DataFrame, start: date, end: date) -> int:
         """Add the written files and remove the table's files with partition values in [start, end).
 
         Creates the table (partitioned by the column) when it does not exist. Returns the new version.
         """
         arrow_schema = Schema.from_arrow(schema_frame.head(0).to_arrow().schema)
-        table = open_table(str(self.root))
+        table = open_table(self.uri)
         if table is None:
             # no committed version yet: a folder a killed first write left behind counts as no table
             create_table_with_add_actions(
-                str(self.root), arrow_schema, self.actions, mode="error", partition_by=[self.column]
+                self.uri, arrow_schema, self.actions, mode="error", partition_by=[self.column]
             )
-            return DeltaTable(str(self.root)).version()
+            return DeltaTable(self.uri).version()
         now = int(time.time() * 1000)
         removes = [
             RemoveAction(
@@ -121,7 +130,7 @@ class WindowWriter:
         table.create_write_transaction(
             actions, mode="append", schema=arrow_schema, partition_by=[self.column]
         )
-        return DeltaTable(str(self.root)).version()
+        return DeltaTable(self.uri).version()
 
 
 def _files_in_window(

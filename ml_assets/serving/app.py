@@ -64,7 +64,7 @@ class Server:
         self.store = store or online_store(settings)
         self.breaker = CircuitBreaker(serving.breaker_failures, serving.breaker_reset_seconds)
         self.collector = Collector(
-            settings.landing_dir,
+            settings.landing_uri,
             settings.serving_dir / "spool",
             dedup_horizon_days=settings.cleaning.dedup_horizon_days,
             limits=settings.cleaning.limits(),
@@ -77,7 +77,7 @@ class Server:
         self.book = ModelBook(
             self.models,
             Registry(table_uri(settings.lake_uri, MODEL_REGISTRY)),
-            ModelStore(settings.models_dir),
+            ModelStore(settings.models_uri),
             configured,
             settings.serving_dir / "traffic.json",
         )

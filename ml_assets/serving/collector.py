@@ -38,10 +38,10 @@ from ml_assets.core.events.landing import (
     LANDING_SCHEMA,
     TimeBounds,
     conform,
-    fsync_dir,
     list_batches,
     write_batch,
 )
+from ml_assets.lake.files import Location, fsync_dir
 
 LOG = logging.getLogger(__name__)
 SOURCE = "collector"
@@ -233,7 +233,7 @@ class Collector:
 
     def __init__(
         self,
-        landing_dir: Path,
+        landing: Location,
         spool_dir: Path,
         dedup_horizon_days: int = 7,
         limits: FieldLimits = FieldLimits(),
@@ -241,7 +241,7 @@ class Collector:
         roll_seconds: float = 10.0,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        self.landing_dir = landing_dir
+        self.landing = landing
         self.spool_dir = spool_dir
         self.limits = limits
         self.bounds = bounds
@@ -258,7 +258,6 @@ class Collector:
         self.landed_batches = 0
         self.last_durable_at: datetime | None = None
         self.spool_dir.mkdir(parents=True, exist_ok=True)
-        self.landing_dir.mkdir(parents=True, exist_ok=True)
         self.recover()
         self._writer = threading.Thread(target=self._write_loop, name="collector-writer", daemon=True)
         self._writer.start()
@@ -273,7 +272,7 @@ class Collector:
             partial.unlink()
         self.roll()
         today = self._clock().date()
-        files = [str(f) for f in list_batches(self.landing_dir)]
+        files = [f.uri for f in list_batches(self.landing)]
         if files:
             scan = pl.scan_parquet(files, schema=LANDING_SCHEMA, missing_columns="insert")
             self._seen.load(scan, today)
@@ -376,7 +375,7 @@ class Collector:
             digest = hashlib.sha256("\n".join(f.name for f in files).encode()).hexdigest()[:24]
             batch_id = f"{SOURCE}-{files[0].name[:20]}-{digest}"
             frame = pl.read_parquet([str(f) for f in files], schema=LANDING_SCHEMA, missing_columns="insert")
-            write_batch(self.landing_dir, frame, batch_id, SOURCE, self.bounds, durable=True)
+            write_batch(self.landing, frame, batch_id, SOURCE, self.bounds, durable=True)
             for f in files:
                 f.unlink()
             fsync_dir(self.spool_dir)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ml_assets.lake.model_store import write_atomic
+from ml_assets.lake.files import write_atomic
 
 PRODUCTION, CANDIDATE, SHADOW = "production", "candidate", "shadow"
 

@@ -37,7 +37,7 @@ from ml_assets.core.features.state import (
     vocabulary_from_counts,
 )
 from ml_assets.core.settings import Settings
-from ml_assets.lake.model_store import write_atomic
+from ml_assets.lake.files import write_atomic
 from ml_assets.lake.tables import EVENT_TYPE_COUNTS, PLAYER_STATE, open_table, table_uri
 from ml_assets.serving.online_features import online_rows
 from ml_assets.serving.online_store import OnlineStore
@@ -131,10 +131,10 @@ class WarmPath:
         self.max_lag_seconds: float | None = None
         self.ticks = 0
 
-    def _files(self, since: datetime) -> tuple[list[Path], list[Path]]:
+    def _files(self, since: datetime) -> tuple[list[str], list[str]]:
         cutoff = since.timestamp()
-        spool = sorted(self.spool_dir.glob("*.parquet"))
-        landed = [f for f in list_batches(self.settings.landing_dir) if _mtime(f) >= cutoff]
+        spool = [str(f) for f in sorted(self.spool_dir.glob("*.parquet"))]
+        landed = [f.uri for f in list_batches(self.settings.landing_uri) if f.mtime >= cutoff]
         return landed, spool
 
     def tick(self, now: datetime | None = None) -> TickReport | None:
@@ -254,14 +254,7 @@ def run_warm_path(home: str, config: str | None, stop: Any, parent: int) -> None
         store.close()
 
 
-def _mtime(path: Path) -> float:
-    try:
-        return os.stat(path).st_mtime
-    except FileNotFoundError:  # a spool file rolled away between listing and looking
-        return 0.0
-
-
-def _read(files: list[Path]) -> pl.DataFrame:
+def _read(files: list[str]) -> pl.DataFrame:
     """The rows of `files` that still exist (a spool file may have rolled away), with `_file`."""
     frames = []
     for f in files:
@@ -269,7 +262,7 @@ def _read(files: list[Path]) -> pl.DataFrame:
             rows = pl.read_parquet(f, schema=LANDING_SCHEMA, missing_columns="insert")
         except FileNotFoundError:
             continue
-        frames.append(rows.with_columns(pl.lit(str(f)).alias("_file")))
+        frames.append(rows.with_columns(pl.lit(f).alias("_file")))
     if not frames:
         return pl.DataFrame(schema={**LANDING_SCHEMA, "_file": pl.String()})
     return pl.concat(frames, how="vertical")

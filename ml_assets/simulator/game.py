@@ -21,12 +21,12 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from ml_assets.core.events.landing import batch_path, write_batch
+from ml_assets.core.events.landing import batch_name, list_batches, write_batch
+from ml_assets.lake.files import Location, folder
 
 SIMULATION_FILE = "_simulation.json"
 SOURCE = "simulator"
@@ -546,27 +546,25 @@ def simulate_days(params: SimulationParams, first: date, last: date) -> Iterator
         yield day, batch.drop("_kind", "_delay").with_columns(received_date=pl.lit(day, pl.Date))
 
 
-def _save(landing_dir: Path, params: SimulationParams, until: date) -> None:
-    """Record the simulation in the landing dir; refuse one that holds a different simulation."""
-    path = landing_dir / SIMULATION_FILE
+def _save(landing: Location, params: SimulationParams, until: date) -> None:
+    """Record the simulation in the landing area; refuse one that holds a different simulation."""
     days = max(params.days, (until - params.start).days + 1)
-    if path.exists():
-        saved = params_from_json(json.loads(path.read_text()))
+    if has_simulation(landing):
+        saved = load_params(landing)
         if batch_id(saved, saved.start) != batch_id(params, params.start):
-            raise ValueError(f"{landing_dir} holds a different simulation ({saved}); not mixing in {params}")
+            raise ValueError(f"{landing} holds a different simulation ({saved}); not mixing in {params}")
         days = max(days, saved.days)
-    landing_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(params_json(dataclasses.replace(params, days=days)), indent=2))
-    tmp.replace(path)
+    text = json.dumps(params_json(dataclasses.replace(params, days=days)), indent=2)
+    folder(landing).write(SIMULATION_FILE, text.encode())
 
 
 def _land(
-    landing_dir: Path, params: SimulationParams, until: date, progress: Callable[[date], None] | None
+    landing: Location, params: SimulationParams, until: date, progress: Callable[[date], None] | None
 ) -> SimulationReport:
     """Write the batches of start..until that are missing, simulating only from the first missing day."""
     days = [params.start + timedelta(days=i) for i in range((until - params.start).days + 1)]
-    present = [batch_path(landing_dir, batch_id(params, d)).exists() for d in days]
+    landed_names = {e.name for e in list_batches(landing)}
+    present = [batch_name(batch_id(params, d)) in landed_names for d in days]
     first_missing = present.index(False) if False in present else len(days)
     landed = rows = 0
     skipped = first_missing
@@ -575,7 +573,7 @@ def _land(
             progress(day)
     if first_missing < len(days):
         for day, frame in simulate_days(params, days[first_missing], until):
-            if write_batch(landing_dir, frame, batch_id(params, day), SOURCE):
+            if write_batch(landing, frame, batch_id(params, day), SOURCE):
                 landed, rows = landed + 1, rows + frame.height
             else:
                 skipped += 1
@@ -585,39 +583,42 @@ def _land(
 
 
 def simulate(
-    landing_dir: Path,
+    landing: Location,
     params: SimulationParams,
     until: date | None = None,
     progress: Callable[[date], None] | None = None,
 ) -> SimulationReport:
     """Land one batch per delivery day from params.start through `until` (default start+days-1).
 
-    Saves the params to landing_dir/_simulation.json (with `days` widened to cover `until`); a landing
-    dir that already holds a different simulation is refused with ValueError.
+    Saves the params to _simulation.json in the landing area (with `days` widened to cover `until`);
+    a landing area that already holds a different simulation is refused with ValueError.
     """
     validate(params)
     until = params.last_day if until is None else until
     if until < params.start:
         raise ValueError(f"until {until} is before the simulation start {params.start}")
-    _save(landing_dir, params, until)
-    return _land(landing_dir, params, until, progress)
+    _save(landing, params, until)
+    return _land(landing, params, until, progress)
 
 
-def load_params(landing_dir: Path) -> SimulationParams:
-    """The simulation saved in `landing_dir`; ValueError when there is none."""
-    path = landing_dir / SIMULATION_FILE
-    if not path.exists():
-        raise ValueError(
-            f"no simulation saved in {landing_dir} (expected {SIMULATION_FILE}); run simulate first"
-        )
-    return params_from_json(json.loads(path.read_text()))
+def has_simulation(landing: Location) -> bool:
+    """Whether a simulation is saved in the landing area."""
+    return folder(landing).exists(SIMULATION_FILE)
+
+
+def load_params(landing: Location) -> SimulationParams:
+    """The simulation saved in the landing area; ValueError when there is none."""
+    raw = folder(landing).read(SIMULATION_FILE)
+    if raw is None:
+        raise ValueError(f"no simulation saved in {landing} (expected {SIMULATION_FILE}); run simulate first")
+    return params_from_json(json.loads(raw))
 
 
 def extend(
-    landing_dir: Path, until: date, progress: Callable[[date], None] | None = None
+    landing: Location, until: date, progress: Callable[[date], None] | None = None
 ) -> SimulationReport:
-    """Continue the simulation saved in landing_dir/_simulation.json through `until`.
+    """Continue the simulation saved in the landing area's _simulation.json through `until`.
 
     ValueError when none is saved or `until` is before its start.
     """
-    return simulate(landing_dir, load_params(landing_dir), until, progress)
+    return simulate(landing, load_params(landing), until, progress)

@@ -138,14 +138,14 @@ def test_the_daemon_carries_new_days_through_the_graph_and_retrains_once(service
         server,
         instance,
     )
-    extend(settings.landing_dir, QUIET)
+    extend(settings.landing_uri, QUIET)
     _wait(
         f"drift and performance of {QUIET}",
         lambda: QUIET in _days(settings, "churn_model_performance") and _idle(instance),
         server,
         instance,
     )
-    extend(settings.landing_dir, YESTERDAY)
+    extend(settings.landing_uri, YESTERDAY)
     _wait(
         "a drift retrain after the patch",
         lambda: (

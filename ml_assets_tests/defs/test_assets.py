@@ -2,6 +2,7 @@
 
 import json
 from datetime import date, timedelta
+from pathlib import Path
 
 import polars as pl
 from deltalake import DeltaTable
@@ -23,7 +24,7 @@ def test_events_assets_account_for_every_landed_row(small_lake, instance):
     )
     assert result.success
     assert data_checks_passed(result)
-    landed = scan_landing(small_lake.landing_dir).collect()
+    landed = scan_landing(small_lake.landing_uri).collect()
     raw, clean, quarantined = (
         read_table(small_lake, t) for t in ("raw_events", "clean_events", "quarantined_events")
     )
@@ -63,7 +64,7 @@ def test_late_batch_lands_in_its_event_day_on_rerun(small_lake, instance):
         .head(1)
         .with_columns(event_id=pl.lit("late-1"), received_date=pl.lit(day + timedelta(days=2)))
     )
-    write_batch(small_lake.landing_dir, late, "late-batch", "late.csv")
+    write_batch(small_lake.landing_uri, late, "late-batch", "late.csv")
     assert run_graph(small_lake, instance, "2025-01-10", "2025-01-10", ["raw_events", "clean_events"]).success
     clean = read_table(small_lake, "clean_events")
     assert clean.filter(pl.col("event_id") == "late-1")["event_date"].to_list() == [day]
@@ -82,7 +83,7 @@ def test_an_event_id_seen_on_an_earlier_day_is_a_duplicate_within_the_horizon(sm
             event_time=pl.col("event_time") + pl.duration(days=(day - date(2025, 1, 6)).days),
             received_date=pl.lit(day),
         )
-        write_batch(small_lake.landing_dir, moved, batch, f"{batch}.csv")
+        write_batch(small_lake.landing_uri, moved, batch, f"{batch}.csv")
 
     copy_on(date(2025, 1, 9), "copy-in-horizon")  # 3 days later, across the 7-day piece boundary
     copy_on(date(2025, 1, 20), "copy-past-horizon")  # 14 days later
@@ -156,7 +157,7 @@ def test_retraining_on_the_same_inputs_is_the_same_version(small_lake, instance)
     again = run_graph(small_lake, instance, FIRST, LAST, ["churn_training_set", "churn_model"])
     assert again.asset_materializations_for_node("churn_model")[0].metadata["model_version"].value == version
     assert DeltaTable(f"{small_lake.lake_uri}/churn_training_set").version() >= 1
-    assert [p.stem for p in (small_lake.models_dir / "churn").glob("*.txt")] == [version]
+    assert [p.stem for p in (Path(small_lake.models_uri) / "churn").glob("*.txt")] == [version]
     runs = list_runs(f"{small_lake.lake_uri}/experiments", "churn")
     assert runs["version"].to_list() == [version]
     assert json.loads(runs["input_versions"][0])["churn_training_set"] >= 0

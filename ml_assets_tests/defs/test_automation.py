@@ -63,7 +63,7 @@ def test_new_batches_start_the_partitioned_graph_over_their_days(small_lake, ins
         event_time=pl.lit("2025-01-20T10:00:00").str.to_datetime(time_zone="UTC"),
         received_date=pl.lit(date(2025, 1, 21)),
     )
-    write_batch(small_lake.landing_dir, late, "late-batch", "late.csv")
+    write_batch(small_lake.landing_uri, late, "late-batch", "late.csv")
     result = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor, resources=lake))
     (request,) = result.run_requests
     assert request.tags["dagster/asset_partition_range_start"] == "2025-01-20"
@@ -91,7 +91,7 @@ def test_an_archive_lake_keeps_days_past_its_end_until_they_are_partitions(small
     # a 2025 lake is an archive: its partitions end at the newest landed day, 2025-02-14
     loaded = build_definitions(small_lake)
     baseline = _tick(loaded, small_lake, instance, None)
-    write_batch(small_lake.landing_dir, _batch("2025-02-16", "after"), "after-end", "after.csv")
+    write_batch(small_lake.landing_uri, _batch("2025-02-16", "after"), "after-end", "after.csv")
     waiting = _tick(loaded, small_lake, instance, baseline.cursor)
     assert not waiting.run_requests and "1 landed days wait" in waiting.skip_reason.skip_message
     assert json.loads(waiting.cursor)["pending"] == ["2025-02-16"]
@@ -119,7 +119,7 @@ def test_a_live_lake_grows_a_partition_each_midnight_without_a_reload(tmp_path, 
         return sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=lake))
 
     baseline = tick(None)
-    write_batch(settings.landing_dir, _batch("2025-01-21", "today"), "today", "today.csv")
+    write_batch(settings.landing_uri, _batch("2025-01-21", "today"), "today", "today.csv")
     today = tick(baseline.cursor)  # 2025-01-21 is still going on: not a partition yet
     assert not today.run_requests and json.loads(today.cursor)["pending"] == ["2025-01-21"]
     clock["now"] = datetime(2025, 1, 22, 0, 5, tzinfo=UTC)

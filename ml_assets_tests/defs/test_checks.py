@@ -19,7 +19,7 @@ def tables(tmp_path_factory) -> dict[str, pl.DataFrame]:
     from ml_assets_tests.conftest import make_lake
 
     settings = make_lake(tmp_path_factory.mktemp("checks"), players=150, days=20)
-    raw = scan_landing(settings.landing_dir).collect()
+    raw = scan_landing(settings.landing_uri).collect()
     result = clean_events(raw.lazy(), 3)
     features = player_features(result.clean.lazy(), date(2025, 1, 1), date(2025, 1, 20)).collect()
     predictions = features.select("player_id", "snapshot_date").with_columns(

@@ -91,7 +91,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = root / "lake"
     # an explicit (absent) config file: the ambient $ML_ASSETS_CONFIG must not leak into this lake
     settings = load_settings(home, home / "ml_assets.toml")
-    assert write_batch(settings.landing_dir, _events(), "batch-1", "test_webserver")
+    assert write_batch(settings.landing_uri, _events(), "batch-1", "test_webserver")
     # the lake's instance, the code location named "ml_assets", as `ml-assets ui` serves them
     with running_webserver(settings, root) as server:
         yield server

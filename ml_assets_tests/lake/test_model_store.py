@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ def trained():
 
 def test_a_stored_version_scores_exactly_like_the_trained_one(tmp_path, trained):
     store = ModelStore(tmp_path)
-    card = store.save(trained)
+    card = Path(store.save(trained))
     assert sorted(p.name for p in card.parent.iterdir()) == [
         f"{trained.version}.json",
         f"{trained.version}.txt",
@@ -38,7 +39,7 @@ def test_a_stored_version_scores_exactly_like_the_trained_one(tmp_path, trained)
 
 def test_saving_a_stored_version_again_rewrites_nothing(tmp_path, trained):
     store = ModelStore(tmp_path)
-    card = store.save(trained)
+    card = Path(store.save(trained))
     before = card.stat().st_mtime_ns
     store.save(replace(trained, metrics={"roc_auc": 0.0}))
     assert (

@@ -43,7 +43,7 @@ def built(tmp_path_factory) -> Settings:
     """A lake with both models trained and promoted, and online_features written by the graph."""
     home = tmp_path_factory.mktemp("served") / "home"
     settings = make_lake(home, players=300, days=45, settings=TEST_SETTINGS + SERVING)
-    window = read_window(settings.landing_dir)
+    window = read_window(settings.landing_uri)
     with dg.DagsterInstance.ephemeral() as instance:
         result = run_graph(settings, instance, str(window.first_day), str(window.last_day))
     assert result.success
@@ -99,7 +99,7 @@ def test_the_collector_contract(lake):
         assert client.post("/v1/events", json={"events": big}, headers=KEY).status_code == 413
         assert client.post("/v1/events", content=b"{not json", headers=KEY).status_code == 400
     # a clean stop lands the spool: the graph's landing sensor sees one collector batch
-    landed = pl.read_parquet(sorted(lake.landing_dir.glob("collector-*.parquet")))
+    landed = pl.read_parquet(sorted(Path(lake.landing_uri).glob("collector-*.parquet")))
     assert sorted(landed["event_id"]) == ["c0", "c1", "c2"]
 
 
@@ -130,7 +130,7 @@ def test_online_scores_are_the_batch_scores_of_the_same_features(lake):
 def _second_version(lake: Settings, model: str, register: bool = True) -> str:
     """Store (and register) a copy of the production version under a new version id."""
     registry = Registry(table_uri(lake.lake_uri, MODEL_REGISTRY))
-    store = ModelStore(lake.models_dir)
+    store = ModelStore(lake.models_uri)
     current = store.load(model, registry.current(model))
     copy = dataclasses.replace(current, version=current.version + "b")
     store.save(copy)

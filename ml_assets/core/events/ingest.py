@@ -22,6 +22,7 @@ import polars as pl
 from ml_assets.core.events.canonical import CANONICAL_COLUMNS
 from ml_assets.core.events.landing import TimeBounds, write_batch
 from ml_assets.core.events.mapping import EventMapping, load_mapping
+from ml_assets.lake.files import Location
 
 LINE = "__line"  # 1-based line (Parquet: row) number of each source row, as an editor counts
 _UTC = pl.Datetime("us", "UTC")
@@ -57,9 +58,9 @@ def read_events(path: Path, mapping: EventMapping, bounds: TimeBounds = TimeBoun
 
 
 def ingest(
-    path: Path, mapping_path: Path, landing_dir: Path, bounds: TimeBounds = TimeBounds()
+    path: Path, mapping_path: Path, landing: Location, bounds: TimeBounds = TimeBounds()
 ) -> IngestReport:
-    """Read `path` through the mapping at `mapping_path` and land it as one batch in `landing_dir`.
+    """Read `path` through the mapping at `mapping_path` and land it as one batch in `landing`.
 
     The batch is named by the file's bytes and the mapping, so ingesting the same file again with
     the same mapping lands nothing (`landed=False`). Everything is validated before anything is written.
@@ -70,7 +71,7 @@ def ingest(
     data = _read_bytes(path)
     events, unparsed_values = _read(data, str(path), mapping, bounds, datetime.now(UTC))
     batch_id = hashlib.sha256(data + mapping.fingerprint().encode()).hexdigest()
-    landed = write_batch(landing_dir, events, batch_id, source=Path(path).name, bounds=bounds)
+    landed = write_batch(landing, events, batch_id, source=Path(path).name, bounds=bounds)
     plausible = events.filter(bounds.plausible()).get_column("event_time").dt.date()
     unparsed = events.get_column("event_time").null_count()
     return IngestReport(

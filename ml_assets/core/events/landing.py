@@ -9,17 +9,15 @@ daily partitions span the data's own dates.
 
 from __future__ import annotations
 
-import fcntl
+import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
 import polars as pl
 
 from ml_assets.core.events.canonical import CANONICAL_SCHEMA
+from ml_assets.lake.files import Entry, Location, folder
 
 # The canonical event columns plus the delivery bookkeeping every landed row carries.
 LANDING_SCHEMA: dict[str, pl.DataType] = {
@@ -95,12 +93,18 @@ def partition_day(bounds: TimeBounds = TimeBounds()) -> pl.Expr:
     return pl.coalesce(event_day, pl.col("received_date")).alias("partition_date")
 
 
-def batch_path(landing_dir: Path, batch_id: str) -> Path:
-    return landing_dir / f"{batch_id}.parquet"
+def batch_name(batch_id: str) -> str:
+    """The file name of batch `batch_id` in the landing area."""
+    return f"{batch_id}.parquet"
+
+
+def has_batch(landing: Location, batch_id: str) -> bool:
+    """Whether batch `batch_id` has landed."""
+    return folder(landing).exists(batch_name(batch_id))
 
 
 def write_batch(
-    landing_dir: Path,
+    landing: Location,
     frame: pl.DataFrame,
     batch_id: str,
     source: str,
@@ -109,76 +113,59 @@ def write_batch(
 ) -> bool:
     """Land `frame` as batch `batch_id`; False (and nothing written) when that batch is already landed.
 
-    The file appears atomically (written aside, then renamed), so a crash leaves no partial batch.
-    `durable` also fsyncs the file and the folder before returning (the collector acknowledges
-    events to clients on that promise; a re-runnable ingest does not need it).
+    The file appears atomically (a rename, or one PUT on an object store), so a crash leaves no
+    partial batch. `durable` also fsyncs a local file and its folder before returning (the
+    collector acknowledges events to clients on that promise; a re-runnable ingest does not need it).
     """
-    landing_dir.mkdir(parents=True, exist_ok=True)
-    target = batch_path(landing_dir, batch_id)
-    if target.exists():
+    place = folder(landing)
+    name = batch_name(batch_id)
+    if place.exists(name):
         return False
     rows = conform(frame, batch_id, source)
     if rows.height == 0:
         raise ValueError(f"landing batch {source!r} has no rows")
-    fd, tmp = tempfile.mkstemp(dir=landing_dir, suffix=".parquet.tmp")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as fh:
-            rows.write_parquet(fh, statistics=True)
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        if durable:
-            fsync_dir(landing_dir)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buffer = io.BytesIO()
+    rows.write_parquet(buffer, statistics=True)
+    if not place.create(name, buffer.getvalue(), durable=durable):
+        return False  # landed by another writer meanwhile: the same content, by its name
     days = rows.select(partition_day(bounds)).to_series()
-    extend_window(landing_dir, DataWindow(days.min(), days.max()))  # type: ignore[arg-type]
+    extend_window(landing, DataWindow(days.min(), days.max()))  # type: ignore[arg-type]
     return True
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a folder's entries (a file renamed into it) durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_window(landing_dir: Path) -> DataWindow | None:
-    """The recorded data window, or None when nothing has landed."""
-    path = landing_dir / WINDOW_FILE
-    if not path.exists():
+def _window_from(raw: bytes | None) -> DataWindow | None:
+    if raw is None:
         return None
-    raw = json.loads(path.read_text())
-    return DataWindow(date.fromisoformat(raw["first_day"]), date.fromisoformat(raw["last_day"]))
+    parsed = json.loads(raw)
+    return DataWindow(date.fromisoformat(parsed["first_day"]), date.fromisoformat(parsed["last_day"]))
 
 
-def extend_window(landing_dir: Path, window: DataWindow) -> DataWindow:
-    """Widen the recorded window to cover `window`; written atomically, under a lock (the collector
-    and an ingest may land at the same time, and neither may narrow what the other widened)."""
-    with open(landing_dir / (WINDOW_FILE + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        old = read_window(landing_dir)
+def read_window(landing: Location) -> DataWindow | None:
+    """The recorded data window, or None when nothing has landed."""
+    return _window_from(folder(landing).read(WINDOW_FILE))
+
+
+def extend_window(landing: Location, window: DataWindow) -> DataWindow:
+    """Widen the recorded window to cover `window`, atomically and without losing a concurrent
+    update (the collector and an ingest may land at the same time, and neither may narrow what the
+    other widened): under a file lock locally, by compare-and-swap on an object store."""
+
+    def widen(raw: bytes | None) -> bytes:
+        old = _window_from(raw)
+        new = window
         if old is not None:
-            window = DataWindow(min(old.first_day, window.first_day), max(old.last_day, window.last_day))
-        payload = json.dumps(
-            {"first_day": window.first_day.isoformat(), "last_day": window.last_day.isoformat()}
-        )
-        tmp = landing_dir / (WINDOW_FILE + ".tmp")
-        tmp.write_text(payload)
-        os.replace(tmp, landing_dir / WINDOW_FILE)
-    return window
+            new = DataWindow(min(old.first_day, window.first_day), max(old.last_day, window.last_day))
+        payload = {"first_day": new.first_day.isoformat(), "last_day": new.last_day.isoformat()}
+        return json.dumps(payload).encode()
+
+    written = _window_from(folder(landing).update(WINDOW_FILE, widen))
+    assert written is not None
+    return written
 
 
-def list_batches(landing_dir: Path) -> list[Path]:
+def list_batches(landing: Location) -> list[Entry]:
     """Landed batch files, in name order."""
-    if not landing_dir.exists():
-        return []
-    return sorted(landing_dir.glob("*.parquet"))
+    return folder(landing).list(".parquet")
 
 
 # A landing batch appears by a rename right after it is written, so its modification time is at
@@ -195,23 +182,22 @@ class LandingCursor:
     recent: frozenset[str] = frozenset()
 
 
-def newer_batches(files: list[Path], cursor: LandingCursor) -> tuple[list[Path], LandingCursor]:
+def newer_batches(files: list[Entry], cursor: LandingCursor) -> tuple[list[Entry], LandingCursor]:
     """The batches of `files` not seen by `cursor`, and the cursor after them. Its size stays that of
     an hour of batches, however long the lake has run (a collector lands one every few seconds)."""
-    stamped = [(f, f.stat().st_mtime) for f in files if f.exists()]
     floor = cursor.after - CURSOR_GRACE_SECONDS
-    new = [f for f, t in stamped if t >= floor and f.name not in cursor.recent]
-    after = max([cursor.after, *(t for _, t in stamped)])
-    recent = frozenset(f.name for f, t in stamped if t >= after - CURSOR_GRACE_SECONDS)
+    new = [f for f in files if f.mtime >= floor and f.name not in cursor.recent]
+    after = max([cursor.after, *(f.mtime for f in files)])
+    recent = frozenset(f.name for f in files if f.mtime >= after - CURSOR_GRACE_SECONDS)
     return new, LandingCursor(after, recent)
 
 
-def scan_landing(landing_dir: Path, bounds: TimeBounds = TimeBounds()) -> pl.LazyFrame:
+def scan_landing(landing: Location, bounds: TimeBounds = TimeBounds()) -> pl.LazyFrame:
     """All landed rows as one lazy frame with a `partition_date` column; empty (typed) when none landed."""
-    files = list_batches(landing_dir)
+    files = list_batches(landing)
     if not files:
         empty = pl.DataFrame(schema=LANDING_SCHEMA).lazy()
         return empty.with_columns(partition_day(bounds))
     # batches landed before a column existed read it as null
-    scan = pl.scan_parquet([str(f) for f in files], schema=LANDING_SCHEMA, missing_columns="insert")
+    scan = pl.scan_parquet([f.uri for f in files], schema=LANDING_SCHEMA, missing_columns="insert")
     return scan.with_columns(partition_day(bounds))

@@ -68,7 +68,7 @@ def test_settings_defaults_and_unknown_keys(tmp_path):
 def test_the_new_batch_cursor_finds_each_batch_once_and_stays_an_hour_long(tmp_path):
     import os
 
-    from ml_assets.core.events.landing import CURSOR_GRACE_SECONDS, LandingCursor, newer_batches
+    from ml_assets.core.events.landing import CURSOR_GRACE_SECONDS, LandingCursor, list_batches, newer_batches
 
     folder = tmp_path / "landing"
     folder.mkdir()
@@ -78,17 +78,17 @@ def test_the_new_batch_cursor_finds_each_batch_once_and_stays_an_hour_long(tmp_p
         path = folder / f"{name}.parquet"
         path.write_bytes(b"x")
         os.utime(path, (mtime, mtime))
-        return path
+        return path.name
 
     old = [land(f"old{i}", start + i) for i in range(5)]
-    new, cursor = newer_batches(sorted(folder.glob("*.parquet")), LandingCursor())
-    assert sorted(new) == sorted(old)
+    new, cursor = newer_batches(list_batches(folder), LandingCursor())
+    assert sorted(f.name for f in new) == sorted(old)
     # a day later: one more batch, and one that shows up late with an mtime just behind the newest
     later = land("later", start + 86_400)
     late = land("late", start + 86_400 - 5)
-    new, cursor = newer_batches(sorted(folder.glob("*.parquet")), cursor)
-    assert sorted(new) == sorted([later, late])
+    new, cursor = newer_batches(list_batches(folder), cursor)
+    assert sorted(f.name for f in new) == sorted([later, late])
     assert cursor.recent == {"later.parquet", "late.parquet"}  # the day-old names are forgotten
-    again, cursor = newer_batches(sorted(folder.glob("*.parquet")), cursor)
+    again, cursor = newer_batches(list_batches(folder), cursor)
     assert again == [] and cursor.after == start + 86_400
     assert CURSOR_GRACE_SECONDS < 86_400
