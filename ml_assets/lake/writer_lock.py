@@ -7,8 +7,9 @@ run the daemon launches, a UI launch) takes this lock first; a second one waits 
 
 The lock is `flock(2)` on `<home>/writer.lock`: the kernel drops it when its process dies, so a
 killed run never leaves the lake locked. It is re-entrant within a process (a CLI run takes it,
-then the run's IO managers take it again). It guards one machine's writers: a lake on an object
-store shared by several machines needs a lock service, which this is not.
+then the run's IO managers take it again). It guards one home's writers. Writers on other machines
+sharing a lake on an object store are kept apart by Delta itself: each commit is a conditional put,
+so a commit is never lost; a run that conflicts with another's commit fails and says so.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 from dataclasses import replace
 from datetime import date, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -49,11 +50,11 @@ def test_same_rows_same_version_without_retraining_and_new_rows_a_new_version(tm
     store = ModelStore(tmp_path)
     first = train_model(SPEC, frame, {"churn_training_set": 3}, "code-1", find=store.find)
     card = store.save(first)
-    mtime = card.stat().st_mtime_ns
+    mtime = Path(card).stat().st_mtime_ns
     again = train_model(SPEC, frame, {"churn_training_set": 3}, "code-1", find=store.find)
     # found in the store, not trained again: no test scores kept from a training in this process
     assert again.version == first.version and again.test_scores is None and first.test_scores is not None
-    assert store.save(again) == card and card.stat().st_mtime_ns == mtime
+    assert store.save(again) == card and Path(card).stat().st_mtime_ns == mtime
     assert again.metrics == first.metrics and again.features == first.features
     # same Delta version numbers (a recreated table restarts them), different rows: a new version
     changed = frame.with_columns(
