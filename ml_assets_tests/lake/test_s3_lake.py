@@ -136,3 +136,26 @@ def test_an_object_store_lake_without_the_s3_extra_names_the_install(monkeypatch
     monkeypatch.setattr(builtins, "__import__", no_obstore)
     with pytest.raises(ModuleNotFoundError, match=r"pip install -e '\.\[s3\]'"):
         folder("s3://bucket/lake")
+
+
+def test_the_collector_lands_on_the_s3_lake_and_remembers_its_ids_after_a_restart(s3: S3Server, tmp_path):
+    from ml_assets.serving.collector import Collector
+    from ml_assets_tests.serving.test_collector import NOW, event
+
+    landing = s3.uri("collected/_landing")
+    collector = Collector(landing, tmp_path / "spool", clock=lambda: NOW)
+    try:
+        assert collector.accept([event(1), event(2)]).accepted == 2
+        assert collector.roll() == 2
+    finally:
+        collector.close()
+    [batch] = list_batches(landing)
+    assert sorted(pl.read_parquet(batch.uri)["event_id"]) == sorted(
+        [event(1)["event_id"], event(2)["event_id"]]
+    )
+    # the dedup memory is rebuilt from the landing batches in the bucket
+    restarted = Collector(landing, tmp_path / "spool", clock=lambda: NOW)
+    try:
+        assert restarted.accept([event(1)]).accepted == 0
+    finally:
+        restarted.close()
