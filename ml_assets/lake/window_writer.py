@@ -65,10 +65,37 @@ def same_schema(table: DeltaTable, frame: pl.DataFrame) -> bool:
     return [(f.name, f.type) for f in mine.fields] == [(f.name, f.type) for f in table.schema().fields]
 
 
+def write_piece_files(table_uri: str, column: str, piece: pl.DataFrame) -> list[dict[str, Any]]:
+    """Write `piece` into the table folder at `table_uri`, one Parquet file per value of `column`
+    (not stored in the files); the add actions' fields, as plain dicts a commit turns into
+    `AddAction`s. Used by `WindowWriter.write` and by the engine's workers (`ml_assets.engine`)."""
+    root = Path(table_uri.removeprefix("file://"))
+    stats = partition_stats(piece, column)
+    added = []
+    for (value,), rows in piece.partition_by(column, as_dict=True, include_key=False).items():
+        text = value.isoformat() if isinstance(value, date) else str(value)
+        relative = f"{column}={text}/part-{uuid.uuid4().hex}.zstd.parquet"
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows.write_parquet(path, compression="zstd", statistics=True)
+        added.append(
+            {
+                "path": relative,
+                "size": path.stat().st_size,
+                "partition_values": {column: text},
+                "modification_time": int(time.time() * 1000),
+                "data_change": True,
+                "stats": stats[value],
+            }
+        )
+    return added
+
+
 class WindowWriter:
     """Writes pieces of a window as Parquet files in a local Delta table folder, then commits once."""
 
     def __init__(self, uri: str, column: str) -> None:
+        self.uri = uri
         self.root = Path(uri.removeprefix("file://"))
         self.column = column
         self.actions: list[AddAction] = []
@@ -78,24 +105,11 @@ class WindowWriter:
         """Write `piece` as one file per value of the partition column (not stored in the files)."""
         if self.columns is None:
             self.columns = [c for c in piece.columns if c != self.column]
-        piece = piece.select(self.column, *self.columns)
-        stats = partition_stats(piece, self.column)
-        for (value,), rows in piece.partition_by(self.column, as_dict=True, include_key=False).items():
-            text = value.isoformat() if isinstance(value, date) else str(value)
-            relative = f"{self.column}={text}/part-{uuid.uuid4().hex}.zstd.parquet"
-            path = self.root / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            rows.write_parquet(path, compression="zstd", statistics=True)
-            self.actions.append(
-                AddAction(
-                    path=relative,
-                    size=path.stat().st_size,
-                    partition_values={self.column: text},
-                    modification_time=int(time.time() * 1000),
-                    data_change=True,
-                    stats=stats[value],
-                )
-            )
+        self.add(write_piece_files(self.uri, self.column, piece.select(self.column, *self.columns)))
+
+    def add(self, added: Iterable[dict[str, Any]]) -> None:
+        """Files already written into the table folder (`write_piece_files`), for the commit."""
+        self.actions.extend(AddAction(**fields) for fields in added)
 
     def commit(self, schema_frame: pl.DataFrame, start: date, end: date) -> int:
         """Add the written files and remove the table's files with partition values in [start, end).
