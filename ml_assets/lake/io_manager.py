@@ -90,7 +90,8 @@ def _read_back(uri: str, column: str, written: WrittenFiles) -> Iterator[pl.Data
     if written.schema is None:
         return
     for action in written.actions:
-        value = pl.lit(action["partition_values"][column]).cast(written.schema[column])
+        text, dtype = pl.lit(action["partition_values"][column]), written.schema[column]
+        value = text.str.to_date("%Y-%m-%d") if dtype == pl.Date else text.cast(dtype)
         rows = pl.read_parquet(f"{uri.rstrip('/')}/{action['path']}").with_columns(value.alias(column))
         yield rows.select(list(written.schema))
 
