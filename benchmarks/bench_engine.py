@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -88,6 +89,9 @@ def worker(size_name: str, shards: int, compare: bool) -> dict[str, Any]:
     """Land one size in a fresh home, build it locally, then time the sharded steps on each engine."""
     home = Path(tempfile.mkdtemp(prefix=f"ml_assets_bench_engine_{size_name}_"))
     os.environ["ML_ASSETS_HOME"] = str(home)
+    # token auth with a token of this run's own, in the environment (read when Ray is imported): a
+    # new local Ray otherwise writes one to ~/.ray/auth_token, which later clusters then require
+    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)})
     import polars as pl
     import ray
 

@@ -1,9 +1,12 @@
 """A real local Ray cluster: a head and one worker node, each `ray start --block` in its own process
-group, started from the venv's `ray` CLI in a temp dir and killed (group and all) at teardown."""
+group, started from the venv's `ray` CLI in a temp dir and killed (group and all) at teardown. It
+uses Ray's token authentication with a token of its own, in the environment only: Ray otherwise
+reads, or for a new local cluster writes, ~/.ray/auth_token."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -11,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,13 +61,24 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The cluster's address (host:port of its GCS), with two alive nodes of one CPU each."""
-    try:
-        import ray
-    except ImportError:
-        ray = None
-    require(ray is not None and _ray_cli().exists(), "Ray", RAY_INSTALL)
-    assert ray is not None
-    tmp = tmp_path_factory.mktemp("ray")
+    with pytest.MonkeyPatch.context() as env:
+        # the nodes inherit it; the driver (this process) connects with it
+        env.setenv("RAY_AUTH_MODE", "token")
+        env.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+        try:
+            import ray
+            from ray._private.authentication_test_utils import reset_auth_token_state
+        except ImportError:
+            ray = None
+        require(ray is not None and _ray_cli().exists(), "Ray", RAY_INSTALL)
+        assert ray is not None
+        # Ray caches the auth mode and token per process: Ray's own test helper re-reads them
+        reset_auth_token_state()
+        yield from _cluster(ray, tmp_path_factory.mktemp("ray"))
+        reset_auth_token_state()
+
+
+def _cluster(ray: Any, tmp: Path) -> Iterator[str]:
     port = free_port()
     address = f"127.0.0.1:{port}"
     common = ["--num-cpus=1", "--object-store-memory=100000000", "--disable-usage-stats"]
