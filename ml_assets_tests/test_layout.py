@@ -83,3 +83,23 @@ def test_definitions_only_merges_stages():
             )
         },
     }
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_engine_is_plain_python_and_ray_is_imported_only_on_its_path():
+    # the Dagster layer picks the engine; the engine and its workers never need Dagster
+    above = ("dagster", "ml_assets.defs", "ml_assets.app", "ml_assets.lake.io_manager")
+    assert _offending(_modules("engine"), above) == {}
+    # `pip install -e .` has no Ray: only the Ray engine imports it, inside the function that uses it
+    users = {m for m, names in _modules(".").items() if any(n.split(".")[0] == "ray" for n in names)}
+    assert users == {"engine/engines.py"}
+    assert not any(n.split(".")[0] == "ray" for p in PACKAGE.rglob("*.py") for n in _top_level_imports(p))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
+import pandera.errors as pa_errors
 import pandera.polars as pa
 import polars as pl
 from pandera.engines.polars_engine import DateTime
@@ -175,4 +176,17 @@ __all__ = [
     "RawEvents",
     "TrainingSet",
     "datetime",
+    "validate_frame",
 ]
+
+
+def validate_frame(frame: pl.DataFrame, model: type[pa.DataFrameModel]) -> tuple[bool, pl.DataFrame]:
+    """Validate lazily (all failures, not the first); the failure cases are empty when it passes."""
+    try:
+        model.validate(frame, lazy=True)
+    except pa_errors.SchemaErrors as exc:
+        return False, pl.DataFrame(exc.failure_cases)
+    except pa_errors.SchemaError as exc:
+        cases = exc.failure_cases if isinstance(exc.failure_cases, pl.DataFrame) else None
+        return False, cases if cases is not None else pl.DataFrame({"check": [str(exc)]})
+    return True, pl.DataFrame()

@@ -225,8 +225,20 @@ class ServingSettings(Table):
     traffic: dict[Text, TrafficTable] = {}
 
 
+class EngineSettings(Table):
+    # where player_state, player_features and batch scoring run: "local" in this process (the
+    # default: no service), or "ray": Ray tasks over `shards` player shards (`pip install -e '.[ray]'`)
+    kind: Annotated[Literal["local", "ray"], Field(description="one of ['local', 'ray']")] = "local"
+    # ray only: the cluster, by Ray's own rules ("": $RAY_ADDRESS, else a new local Ray; "auto":
+    # the cluster this machine runs; "ray://host:10001": a remote cluster's client port)
+    address: Text = ""
+    # ray only: player shards (a stable hash of player_id), one Ray task each per step
+    shards: PositiveInt = 2
+
+
 SECTIONS: dict[str, type[Table]] = {
     "lake": LakeSettings,
+    "engine": EngineSettings,
     "cleaning": CleaningSettings,
     "features": FeatureSettings,
     "drift": DriftSettings,
@@ -248,6 +260,7 @@ class Settings:
 
     home: Path
     lake: LakeSettings = field(default_factory=LakeSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
     cleaning: CleaningSettings = field(default_factory=CleaningSettings)
     features: FeatureSettings = field(default_factory=FeatureSettings)
     drift: DriftSettings = field(default_factory=DriftSettings)
@@ -349,6 +362,7 @@ def load_settings(
     return Settings(
         home=root,
         lake=section("lake", LakeSettings),
+        engine=section("engine", EngineSettings),
         cleaning=section("cleaning", CleaningSettings),
         features=section("features", FeatureSettings),
         drift=section("drift", DriftSettings),

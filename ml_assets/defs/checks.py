@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dagster as dg
-import pandera.errors as pa_errors
 import pandera.polars as pa
 import polars as pl
 
 from ml_assets.core.markdown import markdown_table
+from ml_assets.core.schemas import validate_frame
 
 SCHEMA_CHECK = "schema"
 MAX_CASES = 20
@@ -21,18 +21,6 @@ def schema_check_spec(asset: str, blocking: bool, description: str | None = None
         blocking=blocking,
         description=description or f"{asset} matches its Pandera schema (ml_assets.core.schemas)",
     )
-
-
-def validate_frame(frame: pl.DataFrame, model: type[pa.DataFrameModel]) -> tuple[bool, pl.DataFrame]:
-    """Validate lazily (all failures, not the first); the failure cases are empty when it passes."""
-    try:
-        model.validate(frame, lazy=True)
-    except pa_errors.SchemaErrors as exc:
-        return False, pl.DataFrame(exc.failure_cases)
-    except pa_errors.SchemaError as exc:
-        cases = exc.failure_cases if isinstance(exc.failure_cases, pl.DataFrame) else None
-        return False, cases if cases is not None else pl.DataFrame({"check": [str(exc)]})
-    return True, pl.DataFrame()
 
 
 def schema_check_result(
@@ -56,8 +44,12 @@ class ChunkedSchemaCheck:
 
     def __call__(self, piece: pl.DataFrame) -> None:
         passed, cases = validate_frame(piece, self.model)
-        self.rows += piece.height
-        if not passed:
+        self.add(piece.height, None if passed else cases)
+
+    def add(self, rows: int, cases: pl.DataFrame | None) -> None:
+        """Count a piece validated elsewhere (by an engine worker): rows, failure cases (None: passed)."""
+        self.rows += rows
+        if cases is not None:
             self.cases.append(cases.cast(pl.String))
 
     def result(self) -> dg.AssetCheckResult:

@@ -11,27 +11,24 @@ from datetime import date, timedelta
 import dagster as dg
 import polars as pl
 
-from ml_assets.core.days import ONE_DAY, day_chunks
-from ml_assets.core.features.player import daily_activity
+from ml_assets.core.days import ONE_DAY
 from ml_assets.core.features.snapshots import features_from_state, state_days_needed
 from ml_assets.core.features.state import (
     CARRY_DAYS,
-    advance_state,
     cumulative_counts,
     event_type_counts,
-    latest_rows,
-    latest_state,
-    prior_state,
-    state_schema,
+    state_pieces,
     state_vocabulary,
     vocabulary_from_counts,
 )
 from ml_assets.core.schemas import PlayerFeatures
 from ml_assets.core.settings import Settings
 from ml_assets.defs.checks import ChunkedSchemaCheck, schema_check_spec
+from ml_assets.defs.engine import run_sharded
 from ml_assets.defs.partitions import run_window
 from ml_assets.defs.resources import LakeResource
 from ml_assets.defs.stage import stage_defs
+from ml_assets.engine.steps import FeaturesJob, Output, StateJob, features_shard, state_shard
 from ml_assets.lake.io_manager import FrameChunks
 from ml_assets.lake.tables import (
     EVENT_TABLES,
@@ -96,7 +93,7 @@ def feature_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.
         lake: LakeResource,
         clean_events: pl.LazyFrame,
         event_type_counts: pl.LazyFrame,
-    ) -> FrameChunks:
+    ) -> dg.Output:  # of FrameChunks or WrittenFiles: Dagster takes no union as an output type
         """Each player's lifetime totals on every day they played (and every 28 days they stay away)."""
         first, last = run_window(context)
         _require(context, PLAYER_STATE, first - timedelta(days=CARRY_DAYS), first - ONE_DAY)
@@ -104,32 +101,15 @@ def feature_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.
         vocab = state_vocabulary(vocab.types, vocab.valued)
         table = open_table(lake.table_uri(PLAYER_STATE))
         stored = pl.scan_delta(table) if table is not None else None
-        pieces = day_chunks(first, last, lake.settings().features.chunk_days)
-
-        def state_pieces() -> Iterator[pl.DataFrame]:
-            # a piece of days at a time (memory holds one piece's days), each from the state the
-            # pieces before left: the same bits as one pass or one run a day
-            latest: pl.DataFrame | None = None
-            for lo, hi in pieces:
-                daily = daily_activity(clean_events.filter(pl.col("event_date").is_between(lo, hi)), vocab)
-                if latest is None:
-                    # one piece needs only its players and those due a carried row; more pieces
-                    # carry every player along, so they start from every player's state
-                    latest = (
-                        pl.DataFrame(schema=state_schema(vocab))
-                        if stored is None
-                        else prior_state(stored, lo, hi, daily["player_id"].unique(), vocab)
-                        if len(pieces) == 1
-                        else latest_state(stored, lo - ONE_DAY, vocab)
-                    )
-                rows = advance_state(latest, daily, vocab, lo, hi)
-                yield rows
-                latest = latest_rows(pl.concat([latest, rows]), hi)
-
-        context.add_output_metadata(
-            {"event_types": len(vocab.types), "days_per_piece": lake.settings().features.chunk_days}
-        )
-        return FrameChunks(state_pieces())
+        chunk_days = lake.settings().features.chunk_days
+        metadata = {"event_types": len(vocab.types), "days_per_piece": chunk_days}
+        engine = lake.engine()
+        if engine.distributed:
+            out = Output(lake.table_uri(PLAYER_STATE), EVENT_TABLES[PLAYER_STATE])
+            job = StateJob(out, engine.shards, clean_events, stored, vocab, first, last, chunk_days)
+            return run_sharded(engine, state_shard, job, metadata)
+        pieces = state_pieces(clean_events, stored, vocab, first, last, chunk_days)
+        return dg.Output(FrameChunks(pieces), metadata=metadata)
 
     @dg.asset(
         partitions_def=partitions,
@@ -154,6 +134,15 @@ def feature_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.
         first, last = run_window(context)
         _require(context, PLAYER_STATE, state_days_needed(first, options.windows), last)
         check = ChunkedSchemaCheck(PlayerFeatures, PLAYER_FEATURES)
+        engine = lake.engine()
+        if engine.distributed:
+            vocab = vocabulary_from_counts(event_type_counts, last, options.max_event_types)
+            out = Output(lake.table_uri(PLAYER_FEATURES), EVENT_TABLES[PLAYER_FEATURES], PlayerFeatures)
+            windows, rows = tuple(options.windows), options.chunk_rows
+            job = FeaturesJob(out, engine.shards, player_state, vocab, first, last, windows, rows)
+            yield run_sharded(engine, features_shard, job, {"snapshot_days": (last - first).days + 1}, check)
+            yield check.result()
+            return
         chunks = FrameChunks(
             features_from_state(
                 player_state,

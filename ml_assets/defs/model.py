@@ -6,7 +6,8 @@ and NAME_model_performance (`defs.monitoring`), the drift and degradation sensor
 """
 
 from collections.abc import Iterator
-from datetime import date
+from dataclasses import replace
+from datetime import date, timedelta
 
 import dagster as dg
 import numpy as np
@@ -22,22 +23,29 @@ from ml_assets.core.models.labels import (
     SPLIT,
     build_training_set,
     scoring_columns,
-    scoring_rows,
-    with_behaviour,
 )
 from ml_assets.core.models.lifecycle import experiment_run, register_and_gate
 from ml_assets.core.models.plots import calibration_png, importance_png, markdown_image, pr_png, roc_png
 from ml_assets.core.models.spec import ModelSpec
-from ml_assets.core.models.training import TrainedModel, explain_mask, score, test_scores, train_model
+from ml_assets.core.models.training import (
+    TrainedModel,
+    explain_cutoffs,
+    explain_mask,
+    score_features,
+    test_scores,
+    train_model,
+)
 from ml_assets.core.schemas import Predictions, TrainingSet
 from ml_assets.core.settings import Settings
 from ml_assets.defs.automation import model_sensors
 from ml_assets.defs.behaviour import behaviour_events, behaviour_inputs
 from ml_assets.defs.checks import ChunkedSchemaCheck, schema_check_result, schema_check_spec
+from ml_assets.defs.engine import run_sharded
 from ml_assets.defs.monitoring import monitoring_assets
 from ml_assets.defs.partitions import run_window
 from ml_assets.defs.resources import MODEL_IO, LakeResource
 from ml_assets.defs.stage import stage_defs
+from ml_assets.engine.steps import Output, ScoringJob, recent_scores, scoring_shard
 from ml_assets.lake.io_manager import FrameChunks
 from ml_assets.lake.tables import CLEAN_EVENTS, PLAYER_FEATURES, SNAPSHOT_COLUMN, delta_version, model_assets
 
@@ -267,20 +275,42 @@ def model_defs(spec: ModelSpec, settings: Settings, partitions: dg.PartitionsDef
         def explain(scored: pl.DataFrame) -> np.ndarray:
             return explain_mask(scored, newest, spec.explain_days, spec.explain_share)
 
+        check = ChunkedSchemaCheck(Predictions, names.predictions)
+        engine = lake.engine()
+        if engine.distributed:
+            out = Output(lake.table_uri(names.predictions), SNAPSHOT_COLUMN, Predictions)
+            since = newest - timedelta(days=spec.explain_days - 1)
+            job = ScoringJob(
+                out,
+                engine.shards,
+                spec,
+                production_model,
+                player_features.select(columns),
+                clean_events,
+                first,
+                last,
+                chunk_days,
+                since,
+            )
+            # which rows get reasons ranks each day's rows of every shard together: scores of the
+            # explained days first (no reasons), then every shard scores and explains its rows
+            cutoffs = None
+            if spec.explain_top and spec.explain_days:
+                recent = pl.concat(engine.map_shards(recent_scores, job))
+                cutoffs = explain_cutoffs(recent, newest, spec.explain_days, spec.explain_share)
+            job = replace(job, cutoffs=cutoffs)
+            yield run_sharded(engine, scoring_shard, job, {"model_version": production_model.version}, check)
+            yield check.result()
+            return
+
         def pieces() -> Iterator[pl.DataFrame]:
             # a few days at a time: explaining rows (pred_contrib) is the heaviest step at scale
             for start, end in day_chunks(first, last, chunk_days):
                 rows = player_features.filter(pl.col("snapshot_date").is_between(start, end)).select(columns)
-                scored = with_behaviour(
-                    spec,
-                    production_model.features,
-                    recorded,
-                    scoring_rows(spec, rows.collect()),
-                    clean_events,
+                yield score_features(
+                    spec, production_model, rows.collect(), clean_events, spec.explain_top, explain
                 )
-                yield score(scored, production_model, spec.explain_top, explain)
 
-        check = ChunkedSchemaCheck(Predictions, names.predictions)
         yield dg.Output(
             FrameChunks(pieces(), on_chunk=check), metadata={"model_version": production_model.version}
         )

@@ -11,6 +11,7 @@ from pydantic import PrivateAttr
 from ml_assets.core.models.registry import Registry
 from ml_assets.core.settings import HOME_ENV, Settings, load_settings, resolve_home
 from ml_assets.defs.progress import step_progress_logger
+from ml_assets.engine.engines import Engine, engine_for
 from ml_assets.lake.io_manager import DeltaLakeIOManager
 from ml_assets.lake.model_io import ModelStoreIOManager
 from ml_assets.lake.model_store import ModelStore
@@ -41,6 +42,10 @@ class LakeResource(dg.ConfigurableResource):
     def table_uri(self, name: str) -> str:
         """Where a table of the lake lives."""
         return table_uri(self.settings().lake_uri, name)
+
+    def engine(self) -> Engine:
+        """Where the per-player steps run (`[engine]`): this process, or Ray tasks over player shards."""
+        return engine_for(self.settings().engine)
 
     def registry(self) -> Registry:
         """The model registry: an append-only Delta log of every version's stage changes."""

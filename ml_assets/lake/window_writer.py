@@ -22,7 +22,7 @@ import polars as pl
 from deltalake import DeltaTable, Schema
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
-from ml_assets.lake.files import LocalFolder, folder
+from ml_assets.lake.files import Folder, LocalFolder, folder
 from ml_assets.lake.tables import open_table
 
 _STATS_MINMAX = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64, pl.Date)
@@ -62,12 +62,49 @@ def same_schema(table: DeltaTable, frame: pl.DataFrame) -> bool:
     return [(f.name, f.type) for f in mine.fields] == [(f.name, f.type) for f in table.schema().fields]
 
 
+def write_piece_files(table_uri: str, column: str, piece: pl.DataFrame) -> list[dict[str, Any]]:
+    """Write `piece` into the table folder at `table_uri` (local or on an object store), one Parquet
+    file per value of `column` (not stored in the files); the add actions' fields, as plain dicts a
+    commit turns into `AddAction`s. Used by `WindowWriter.write` and by the engine's workers
+    (`ml_assets.engine`)."""
+    files = folder(table_uri)
+    stats = partition_stats(piece, column)
+    added = []
+    for (value,), rows in piece.partition_by(column, as_dict=True, include_key=False).items():
+        text = value.isoformat() if isinstance(value, date) else str(value)
+        relative = f"{column}={text}/part-{uuid.uuid4().hex}.zstd.parquet"
+        added.append(
+            {
+                "path": relative,
+                "size": _write_file(files, relative, rows),
+                "partition_values": {column: text},
+                "modification_time": int(time.time() * 1000),
+                "data_change": True,
+                "stats": stats[value],
+            }
+        )
+    return added
+
+
+def _write_file(files: Folder, relative: str, rows: pl.DataFrame) -> int:
+    """Write one data file; its size. No commit references it yet, so no reader can see it half
+    written: a local file is written in place, an object in one PUT."""
+    if isinstance(files, LocalFolder):
+        path = files.path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows.write_parquet(path, compression="zstd", statistics=True)
+        return path.stat().st_size
+    buffer = io.BytesIO()
+    rows.write_parquet(buffer, compression="zstd", statistics=True)
+    files.write(relative, buffer.getvalue())
+    return buffer.getbuffer().nbytes
+
+
 class WindowWriter:
     """Writes pieces of a window as Parquet files in a Delta table's folder, then commits once."""
 
     def __init__(self, uri: str, column: str) -> None:
         self.uri = uri
-        self.files = folder(uri)
         self.column = column
         self.actions: list[AddAction] = []
         self.columns: list[str] | None = None
@@ -76,35 +113,11 @@ class WindowWriter:
         """Write `piece` as one file per value of the partition column (not stored in the files)."""
         if self.columns is None:
             self.columns = [c for c in piece.columns if c != self.column]
-        piece = piece.select(self.column, *self.columns)
-        stats = partition_stats(piece, self.column)
-        for (value,), rows in piece.partition_by(self.column, as_dict=True, include_key=False).items():
-            text = value.isoformat() if isinstance(value, date) else str(value)
-            relative = f"{self.column}={text}/part-{uuid.uuid4().hex}.zstd.parquet"
-            size = self._write_file(relative, rows)
-            self.actions.append(
-                AddAction(
-                    path=relative,
-                    size=size,
-                    partition_values={self.column: text},
-                    modification_time=int(time.time() * 1000),
-                    data_change=True,
-                    stats=stats[value],
-                )
-            )
+        self.add(write_piece_files(self.uri, self.column, piece.select(self.column, *self.columns)))
 
-    def _write_file(self, relative: str, rows: pl.DataFrame) -> int:
-        """Write one data file; its size. No commit references it yet, so no reader can see it half
-        written: a local file is written in place, an object in one PUT."""
-        if isinstance(self.files, LocalFolder):
-            path = self.files.path / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            rows.write_parquet(path, compression="zstd", statistics=True)
-            return path.stat().st_size
-        buffer = io.BytesIO()
-        rows.write_parquet(buffer, compression="zstd", statistics=True)
-        self.files.write(relative, buffer.getvalue())
-        return buffer.getbuffer().nbytes
+    def add(self, added: Iterable[dict[str, Any]]) -> None:
+        """Files already written into the table folder (`write_piece_files`), for the commit."""
+        self.actions.extend(AddAction(**fields) for fields in added)
 
     def commit(self, schema_frame: pl.DataFrame, start: date, end: date) -> int:
         """Add the written files and remove the table's files with partition values in [start, end).

@@ -1,3 +1,4 @@
+from collections import Counter
 from datetime import date, timedelta
 
 import dagster as dg
@@ -5,7 +6,8 @@ import polars as pl
 import pytest
 from deltalake import DeltaTable
 
-from ml_assets.lake.io_manager import DeltaLakeIOManager, FrameChunks
+from ml_assets.lake.io_manager import DeltaLakeIOManager, FrameChunks, WrittenFiles
+from ml_assets.lake.window_writer import write_piece_files
 
 daily = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_date="2025-01-11", timezone="UTC")
 
@@ -115,3 +117,54 @@ def test_missing_partition_expr_is_a_clear_error(tmp_path):
             resources={"io_manager": DeltaLakeIOManager(root_uri=str(tmp_path))},
             partition_key="2025-01-01",
         )
+
+
+def _prewritten(root: str, extra_column: bool = False, outside: bool = False):
+    """An asset whose rows an engine's workers already wrote as files of its table (WrittenFiles)."""
+
+    @dg.asset(
+        name="sharded",
+        partitions_def=daily,
+        metadata={"partition_expr": "day"},
+        backfill_policy=dg.BackfillPolicy.single_run(),
+    )
+    def sharded(context: dg.AssetExecutionContext) -> WrittenFiles:
+        start, end = context.partition_time_window
+        days = pl.date_range(start.date(), end.date() - timedelta(days=1), eager=True)
+        if outside:
+            days = pl.Series([date(2030, 1, 1)])
+        frame = pl.DataFrame({"day": days, "x": range(len(days))})
+        if extra_column:
+            frame = frame.with_columns(z=pl.lit("new"))
+        # two "shards": odd and even rows, each written on its own
+        halves = [frame.gather_every(2), frame.gather_every(2, offset=1)]
+        actions = [a for half in halves for a in write_piece_files(f"{root}/sharded", "day", half)]
+        rows = Counter({d.isoformat(): 1 for d in days})
+        return WrittenFiles(actions, rows, frame.schema)
+
+    return dg.materialize(
+        [sharded],
+        resources={"io_manager": DeltaLakeIOManager(root_uri=root)},
+        tags={
+            "dagster/asset_partition_range_start": "2025-01-01",
+            "dagster/asset_partition_range_end": "2025-01-10",
+        },
+        raise_on_error=False,
+    )
+
+
+def test_prewritten_files_are_committed_once_and_a_new_column_merges(tmp_path):
+    root = str(tmp_path / "lake")
+    assert _prewritten(root).success
+    assert DeltaTable(f"{root}/sharded").version() == 0
+    assert pl.read_delta(f"{root}/sharded").sort("day")["x"].to_list() == list(range(10))
+    # a rerun replaces the window in one more commit; a new column goes through the schema merge
+    assert _prewritten(root).success
+    assert _prewritten(root, extra_column=True).success
+    table = pl.read_delta(f"{root}/sharded").sort("day")
+    assert table.height == 10 and table["z"].to_list() == ["new"] * 10
+    result = _prewritten(root, outside=True)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "outside the partition window" in failure.step_failure_data.error.cause.message
+    assert pl.read_delta(f"{root}/sharded").height == 10

@@ -16,12 +16,13 @@ refresh one day at a time write the same table.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date, timedelta
 
 import polars as pl
 
-from ml_assets.core.features.player import ATTRIBUTES, EventVocabulary, running_totals
+from ml_assets.core.days import ONE_DAY, day_chunks
+from ml_assets.core.features.player import ATTRIBUTES, EventVocabulary, daily_activity, running_totals
 
 STATE_DATE = "state_date"
 # Every player has a row in any this many consecutive days: a day's state reads this many days
@@ -201,6 +202,36 @@ def advance_state(
     if carried.is_empty():
         return active  # sorted by player and day already
     return pl.concat([active, carried]).sort("player_id", STATE_DATE)
+
+
+def state_pieces(
+    events: pl.LazyFrame,
+    stored: pl.LazyFrame | None,
+    vocab: EventVocabulary,
+    first: date,
+    last: date,
+    chunk_days: int,
+) -> Iterator[pl.DataFrame]:
+    """The state rows of days [first, last], `chunk_days` days a piece (memory holds one piece's
+    days), each piece from the state the pieces before left: the same bits as one pass or one run
+    a day. `events` are the clean events of the days, `stored` the state table (None: no table yet)."""
+    pieces = day_chunks(first, last, chunk_days)
+    latest: pl.DataFrame | None = None
+    for lo, hi in pieces:
+        daily = daily_activity(events.filter(pl.col("event_date").is_between(lo, hi)), vocab)
+        if latest is None:
+            # one piece needs only its players and those due a carried row; more pieces carry
+            # every player along, so they start from every player's state
+            latest = (
+                pl.DataFrame(schema=state_schema(vocab))
+                if stored is None
+                else prior_state(stored, lo, hi, daily["player_id"].unique(), vocab)
+                if len(pieces) == 1
+                else latest_state(stored, lo - ONE_DAY, vocab)
+            )
+        rows = advance_state(latest, daily, vocab, lo, hi)
+        yield rows
+        latest = latest_rows(pl.concat([latest, rows]), hi)
 
 
 def state_vocabulary(types: Iterable[str], valued: Iterable[str]) -> EventVocabulary:

@@ -23,7 +23,7 @@ import polars as pl
 from ml_assets.core.features.behaviour import BehaviourConfig
 from ml_assets.core.features.player import ATTRIBUTES, KEY
 from ml_assets.core.models.evaluation import calibration_table, evaluate
-from ml_assets.core.models.labels import LABEL, SPLIT
+from ml_assets.core.models.labels import LABEL, SPLIT, scoring_rows, with_behaviour
 from ml_assets.core.models.selection import select_features
 from ml_assets.core.models.spec import ModelSpec
 from ml_assets.core.models.tuning import SEARCH_SPACE, tune
@@ -416,7 +416,7 @@ def score(
 
     Reasons come from LightGBM's own SHAP values (`pred_contrib`): the features that pushed this
     row's score up the most, with their contributions in log-odds. Only the rows `explain` picks
-    (given snapshot_date and probability, a boolean mask; None: every row) get them, the others
+    (given snapshot_date, player_id and probability, a boolean mask; None: every row) get them, the others
     have nulls: SHAP costs far more than the prediction.
     """
     booster = model.booster()
@@ -429,7 +429,9 @@ def score(
     }
     k = min(reasons, len(model.features))
     if k:
-        picked = features.select("snapshot_date").with_columns(probability=pl.Series(p, dtype=pl.Float64))
+        picked = features.select("snapshot_date", "player_id").with_columns(
+            probability=pl.Series(p, dtype=pl.Float64)
+        )
         rows = np.flatnonzero(np.ones(n, dtype=bool) if explain is None else explain(picked))
         shap = np.empty((0, len(model.features)))
         if rows.size:
@@ -448,13 +450,62 @@ def score(
     return features.select(KEY).with_columns(**columns)
 
 
+def score_features(
+    spec: ModelSpec,
+    model: TrainedModel,
+    features: pl.DataFrame,
+    events: pl.LazyFrame | None,
+    reasons: int,
+    explain: Callable[[pl.DataFrame], np.ndarray] | None = None,
+) -> pl.DataFrame:
+    """`score` of the rows of `features` that `spec` scores (`scoring_rows`), with the behaviour
+    columns the model reads computed from `events` (`with_behaviour`)."""
+    rows = scoring_rows(spec, features)
+    rows = with_behaviour(spec, model.features, model.extra.get("behaviour"), rows, events)
+    return score(rows, model, reasons, explain)
+
+
 def explain_mask(scored: pl.DataFrame, newest: date, days: int, share: float) -> np.ndarray:
-    """Which rows of `scored` (snapshot_date, probability) get reasons: rows of the `days` days up to
-    `newest`, and of each such day the `share` with the highest probability (at least one row)."""
-    recent = pl.col("snapshot_date") > newest - timedelta(days=days)
-    rank = pl.col("probability").rank("ordinal", descending=True).over("snapshot_date")
-    wanted = (pl.len().over("snapshot_date") * share).ceil()
-    return scored.select(recent & (rank <= wanted)).to_series().to_numpy()
+    """Which rows of `scored` (snapshot_date, player_id, probability) get reasons: rows of the `days`
+    days up to `newest`, and of each such day the `share` with the highest probability (at least one
+    row; ties go to the smaller player_id, so the pick never depends on the rows' order)."""
+    return within_cutoffs(scored, explain_cutoffs(scored, newest, days, share))
+
+
+def explain_cutoffs(scored: pl.DataFrame, newest: date, days: int, share: float) -> pl.DataFrame:
+    """Per day of the `days` up to `newest` in `scored` (snapshot_date, player_id, probability): its
+    last explained row (`cut_probability`, `cut_player`) under `explain_mask`'s order. Computed from
+    whole days' rows, so shards of the players can be scored apart and explained alike."""
+    recent = scored.select("snapshot_date", "player_id", "probability").filter(
+        pl.col("snapshot_date") > newest - timedelta(days=days)
+    )
+    ranked = recent.sort(
+        ["snapshot_date", "probability", "player_id"], descending=[False, True, False]
+    ).with_columns(
+        (pl.int_range(pl.len()) + 1).over("snapshot_date").alias("_rank"),
+        # share 1 (or a float's excess over it) still names the day's last row
+        (pl.len().over("snapshot_date") * share)
+        .ceil()
+        .clip(upper_bound=pl.len().over("snapshot_date"))
+        .alias("_wanted"),
+    )
+    return ranked.filter(pl.col("_rank") == pl.col("_wanted")).select(
+        "snapshot_date",
+        pl.col("probability").alias("cut_probability"),
+        pl.col("player_id").alias("cut_player"),
+    )
+
+
+def within_cutoffs(scored: pl.DataFrame, cutoffs: pl.DataFrame) -> np.ndarray:
+    """Which rows of `scored` (snapshot_date, player_id, probability) rank at or above their day's
+    cutoff (`explain_cutoffs`); rows of days without one get none."""
+    cut = scored.select("snapshot_date", "player_id", "probability").join(
+        cutoffs, on="snapshot_date", how="left", maintain_order="left"
+    )
+    above = (pl.col("probability") > pl.col("cut_probability")) | (
+        (pl.col("probability") == pl.col("cut_probability")) & (pl.col("player_id") <= pl.col("cut_player"))
+    )
+    return cut.select(above.fill_null(False)).to_series().to_numpy()
 
 
 def test_scores(model: TrainedModel, training_set: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
