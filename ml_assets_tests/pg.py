@@ -69,15 +69,15 @@ def running_postgres(bin_dir: Path) -> Iterator[Postgres]:
         os.chown(root, user.pw_uid, user.pw_gid)
         os.chown(pwfile, user.pw_uid, user.pw_gid)
     server = Postgres(bin_dir, free_port(), run_as)
-    server._run(
-        "initdb", "-D", str(data), "-U", USER, f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8"
-    )
     # durability is no concern for a test cluster: fsync off keeps its writes off the shared disk
     options = (
         f"-p {server.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
         "-c synchronous_commit=off -c full_page_writes=off"
     )
     try:
+        server._run(
+            "initdb", "-D", str(data), "-U", USER, f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8"
+        )
         server._run(
             "pg_ctl", "start", "-D", str(data), "-l", str(root / "log"), "-o", options, "-w", "-t", "60"
         )
