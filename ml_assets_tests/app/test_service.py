@@ -194,7 +194,8 @@ def postgres_service(
 
 # PostgreSQL first: its service stops before the SQLite one, which the Chromium test reuses, starts.
 # On PostgreSQL, three check runs are queued with the first landing run: its queue must run several
-# of them side by side (the checks are cheap, so SQLite's one-at-a-time queue is spared them).
+# of them side by side. SQLite's one-at-a-time queue is spared them: run one after another, their
+# process starts alone would add about half a minute.
 @pytest.mark.parametrize(
     ("storage", "checked", "at_once"),
     [("postgres", ["raw_events", "clean_events", "player_features"], {2, 3}), ("sqlite", [], {1})],
