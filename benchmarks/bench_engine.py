@@ -105,7 +105,7 @@ def worker(size_name: str, shards: int, compare: bool) -> dict[str, Any]:
     settings = load_settings(home)
     try:
         started = time.perf_counter()
-        report = simulate(settings.landing_dir, simulation_params(size))
+        report = simulate(settings.landing_uri, simulation_params(size))
         simulate_s = time.perf_counter() - started
         instance = instance_for(settings)
         started = time.perf_counter()

@@ -2,8 +2,9 @@
 
 import json
 import os
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from ml_assets.app.runner import execute
 from ml_assets.core.settings import Settings, load_settings
 from ml_assets.simulator.game import SimulationParams, simulate
+from ml_assets_tests import pg
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -117,3 +119,19 @@ def require(available: bool, what: str, install: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI=true: {message}")
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[pg.Postgres]:
+    """Debian's PostgreSQL, started once for the session in a temporary folder (ml_assets_tests/pg.py)."""
+    bin_dir = pg.binaries()
+    require(bin_dir is not None, "PostgreSQL (/usr/lib/postgresql/*/bin)", pg.INSTALL)
+    assert bin_dir is not None
+    with pg.running_postgres(bin_dir) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: pg.Postgres, request: pytest.FixtureRequest) -> str:
+    """The URL, password included, of a new database of its own for this test."""
+    return postgres_server.create_database(re.sub(r"\W", "_", request.node.name.lower())[:60])

@@ -41,3 +41,14 @@ def test_helm_values_schema_refuses_a_misspelt_key_and_a_latest_tag():
     latest["dagster-user-deployments"]["deployments"][0]["image"]["tag"] = "latest"
     for bad in (misspelt, latest):
         assert list(jsonschema.Draft7Validator(schema).iter_errors(bad)), bad
+
+
+def test_the_clusters_settings_file_loads_as_ml_assets_settings(tmp_path):
+    from ml_assets.core.settings import load_settings
+
+    check = _check_module()
+    configmap = check.documents(check.DEPLOY / "k8s" / "settings.yaml")[0]
+    (tmp_path / "ml_assets.toml").write_text(configmap["data"]["ml_assets.toml"])
+    settings = load_settings(tmp_path)
+    assert settings.on_object_store and settings.landing_uri.endswith("/ml-assets/_landing")
+    assert (settings.engine.kind, settings.instance.storage) == ("ray", "postgres")

@@ -1,8 +1,6 @@
 """Runs of the asset graph on a Dagster instance: what the CLI's `materialize` and `demo` call."""
 
-import json
 import os
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -13,6 +11,7 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from ml_assets.app.in_process import CODE_LOCATION, run_in_process
+from ml_assets.app.instance_config import write_instance_config
 from ml_assets.app.stale_runs import fail_dead_runs
 from ml_assets.core.events.landing import read_window
 from ml_assets.core.models.registry import Registry
@@ -39,50 +38,9 @@ class RunSummary:
     errors: list[str] = field(default_factory=list)  # per failed step: its root cause, one line
 
 
-# SQLite storage in the home's dagster folder (Dagster's default); no telemetry from a laptop lake
-TELEMETRY_CONFIG = "telemetry:\n  enabled: false\n"
-# One run at a time: the daemon's runs (landed days, retrains, automation) write the same Delta
-# tables, and of two concurrent writers of a table one fails its commit. Queued runs wait instead.
-RUN_QUEUE_CONFIG = "concurrency:\n  runs:\n    max_concurrent_runs: 1\n"
-# Dagster's SQLite event log in the same files, with pooled connections: a range run stores one event
-# per asset per day, 3x cheaper so (ml_assets/app/instance_storage.py)
-EVENT_LOG_HEAD = "event_log_storage:\n  module: ml_assets.app.instance_storage\n"
-_EVENT_LOG_BLOCK = re.compile(re.escape(EVENT_LOG_HEAD) + r"(?:  .*\n)*")
-
-
-def event_log_config(dagster_home: Path) -> str:
-    """The dagster.yaml block of the pooled event log, in the home's own `history/runs` (an absolute
-    path: an instance opened with `DagsterInstance.from_config` has no $DAGSTER_HOME to resolve from)."""
-    base_dir = json.dumps(str(dagster_home / "history" / "runs"))
-    return f"{EVENT_LOG_HEAD}  class: PooledSqliteEventLogStorage\n  config:\n    base_dir: {base_dir}\n"
-
-
-def write_instance_config(settings: Settings) -> Path:
-    """The home's dagster.yaml: written when missing. An existing file (a home made before a setting,
-    or edited by its user) gets RUN_QUEUE_CONFIG or the event log block appended only when it says
-    nothing about run concurrency or storage; our own event log block is pointed at this home (a
-    moved home); anything else is kept."""
-    home = settings.dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    event_log = event_log_config(home)
-    if not config.exists():
-        config.write_text(TELEMETRY_CONFIG + RUN_QUEUE_CONFIG + event_log)
-        return config
-    text = config.read_text()
-    if not any(key in text for key in ("concurrency:", "run_queue:", "run_coordinator:")):
-        text = text.rstrip("\n") + "\n" + RUN_QUEUE_CONFIG
-    if EVENT_LOG_HEAD in text:
-        text = _EVENT_LOG_BLOCK.sub(lambda _: event_log, text)
-    elif not any(f"\n{key}" in f"\n{text}" for key in ("storage:", "event_log_storage:")):
-        text = text.rstrip("\n") + "\n" + event_log
-    if text != config.read_text():
-        config.write_text(text)
-    return config
-
-
 def instance_for(settings: Settings) -> dg.DagsterInstance:
-    """The persistent Dagster instance (SQLite by default) under the lake home."""
+    """The lake's persistent Dagster instance: SQLite under the home by default, or PostgreSQL
+    (`[instance] storage`), as its dagster.yaml says."""
     write_instance_config(settings)
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     instance = dg.DagsterInstance.get()

@@ -41,6 +41,7 @@ from ml_assets.core.monitoring.drift import DriftThresholds
 TableT = TypeVar("TableT", bound=Table)
 HOME_ENV = "ML_ASSETS_HOME"
 CONFIG_ENV = "ML_ASSETS_CONFIG"
+POSTGRES_URL_ENV = "ML_ASSETS_POSTGRES_URL"
 DEFAULT_HOME = ".ml_assets"
 
 
@@ -236,6 +237,19 @@ class EngineSettings(Table):
     shards: PositiveInt = 2
 
 
+class InstanceSettings(Table):
+    # Dagster's instance (runs, events, sensor and schedule state): SQLite files under <home>/dagster,
+    # or PostgreSQL (the `postgres` extra) for a webserver, daemon and run workers on several machines
+    storage: Annotated[Literal["sqlite", "postgres"], Field(description="one of ['sqlite', 'postgres']")] = (
+        "sqlite"
+    )
+    # empty: $ML_ASSETS_POSTGRES_URL, which dagster.yaml then names instead of holding its password
+    postgres_url: Text = ""
+    # runs the daemon's queue lets run at once; unset: dagster.yaml's own value, else 1 (runs that
+    # write the lake take turns on its writer lock either way)
+    max_concurrent_runs: PositiveInt | None = None
+
+
 SECTIONS: dict[str, type[Table]] = {
     "lake": LakeSettings,
     "engine": EngineSettings,
@@ -249,6 +263,7 @@ SECTIONS: dict[str, type[Table]] = {
     "automation": AutomationSettings,
     "alerts": AlertSettings,
     "serving": ServingSettings,
+    "instance": InstanceSettings,
     # defaults for every model; a [models.NAME] table can set any of these for itself
     "training": TrainingTable,
 }
@@ -271,6 +286,7 @@ class Settings:
     automation: AutomationSettings = field(default_factory=AutomationSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     serving: ServingSettings = field(default_factory=ServingSettings)
+    instance: InstanceSettings = field(default_factory=InstanceSettings)
     specs: tuple[ModelSpec, ...] = ()
 
     @property
@@ -373,5 +389,6 @@ def load_settings(
         automation=section("automation", AutomationSettings),
         alerts=section("alerts", AlertSettings),
         serving=section("serving", ServingSettings),
+        instance=section("instance", InstanceSettings),
         specs=specs_from_settings(models, raw.get("training"), str(path)),
     )

@@ -9,8 +9,8 @@ import pytest
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 from ml_assets.app import instance_storage
+from ml_assets.app.instance_config import event_log_config, write_instance_config
 from ml_assets.app.instance_storage import PooledSqliteEventLogStorage
-from ml_assets.app.runner import event_log_config, write_instance_config
 from ml_assets.core.settings import load_settings
 
 DAYS = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-03-01")

@@ -6,6 +6,9 @@ patch that changes how people play. Nothing is reloaded and nothing is launched 
 daemon's sensors must carry every new day through predictions, drift and performance, the patch
 must cause exactly one retrain whose reason names the statistic that fired, and the instance must
 record no failed run and no failed sensor or schedule tick.
+
+The soak runs twice: on the embedded SQLite instance with one run at a time, and on PostgreSQL
+(Debian's server in a temporary folder) with the daemon's queue running up to three at once.
 """
 
 from __future__ import annotations
@@ -19,16 +22,17 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+from dagster._core.events import DagsterEventType
 from dagster._core.scheduler.instigation import TickStatus
 
 from ml_assets.app.runner import CODE_LOCATION, execute, instance_for
 from ml_assets.core.models.registry import Registry
-from ml_assets.core.settings import Settings, load_settings
+from ml_assets.core.settings import POSTGRES_URL_ENV, Settings, load_settings
 from ml_assets.definitions import build_definitions
 from ml_assets.defs.automation import REASON_TAG, TRIGGER_TAG
 from ml_assets.simulator.game import SimulationParams, extend, simulate
 from ml_assets_tests.conftest import require
-from ml_assets_tests.service import Server, running_ui
+from ml_assets_tests.service import Server, graphql, running_ui
 
 TODAY = datetime.now(UTC).date()
 YESTERDAY = TODAY - timedelta(days=1)
@@ -66,6 +70,15 @@ alert_sensor_seconds = 5
 """
 
 
+# The daemon's queue runs up to three runs at once; runs that write the lake still take turns on its
+# writer lock, but they start, wait and end side by side.
+POSTGRES_SETTINGS = """
+[instance]
+storage = "postgres"
+max_concurrent_runs = 3
+"""
+
+
 STAGE_CHANGE_CONFIG = """ops:
   churn_production_model:
     config:
@@ -76,12 +89,12 @@ STAGE_CHANGE_CONFIG = """ops:
 """
 
 
-def _lake(home: Path) -> Settings:
+def _lake(home: Path, extra_settings: str = "") -> Settings:
     """45 days of a 1,500-player game ending on LOADED, materialized as `ml-assets materialize` does."""
     start = LOADED - timedelta(days=44)
     params = SimulationParams(players=1500, days=55, start=start, seed=5, dirty_rate=0.0, shift_day=SHIFT)
     simulate(home / "landing", params, until=LOADED)
-    (home / "ml_assets.toml").write_text(SETTINGS)
+    (home / "ml_assets.toml").write_text(SETTINGS + extra_settings)
     settings = load_settings(home, home / "ml_assets.toml")
     assert settings.partitions.mode == "auto"  # live: data within live_within_days of today
     assert execute(settings, instance_for(settings), None, str(start), str(LOADED)).success
@@ -116,6 +129,50 @@ def _idle(instance: dg.DagsterInstance) -> bool:
     return not any(r.status in IN_PROGRESS for r in instance.get_runs())
 
 
+def _most_at_once(instance: dg.DagsterInstance, run_ids: list[str]) -> int:
+    """The most of these runs ever in progress together, as the run queue counts them: from the
+    queue's launch (STARTING) to the run's end, read from the instance's run and event records."""
+    edges: list[tuple[float, int]] = []
+    for record in instance.get_run_records(dg.RunsFilter(run_ids=run_ids)):
+        launched = instance.all_logs(record.dagster_run.run_id, of_type=DagsterEventType.RUN_STARTING)
+        assert launched and record.end_time is not None, record.dagster_run.run_id
+        edges += [(launched[0].timestamp, 1), (record.end_time, -1)]
+    at_once = most = 0
+    for _, step in sorted(edges):  # at a tie an end comes first: no overlap
+        at_once += step
+        most = max(most, at_once)
+    return most
+
+
+LAUNCH_RUN = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId status } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def _check_freshness_from_the_ui(server: Server, tables: list[str]) -> None:
+    """One run per table of its `freshness` check, launched as the UI's "Execute" of a check does:
+    queued together, dequeued by the daemon as its limit allows."""
+    for table in tables:
+        selector = {
+            "repositoryLocationName": CODE_LOCATION,
+            "repositoryName": "__repository__",
+            "jobName": "all_assets",
+            "assetSelection": [],
+            "assetCheckSelection": [{"assetKey": {"path": [table]}, "name": "freshness"}],
+        }
+        tags = [{"key": TRIGGER_TAG, "value": "test_service"}]
+        params = {"selector": selector, "runConfigData": {}, "executionMetadata": {"tags": tags}}
+        launched = graphql(server.url, LAUNCH_RUN, variables={"params": params})["launchRun"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        assert launched["run"]["status"] == "QUEUED"
+
+
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dg.DagsterInstance]]:
     root = tmp_path_factory.mktemp("service")
@@ -124,9 +181,30 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
         yield server, dg.DagsterInstance.from_config(str(settings.dagster_home))
 
 
-def test_the_daemon_carries_new_days_through_the_graph_and_retrains_once(service):
-    server, instance = service
+@pytest.fixture
+def postgres_service(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Server, dg.DagsterInstance]]:
+    # the URL reaches dagster.yaml as {env: ...}: the webserver, daemon and run workers inherit it
+    monkeypatch.setenv(POSTGRES_URL_ENV, postgres_url)
+    settings = _lake(tmp_path / "home", POSTGRES_SETTINGS)
+    with running_ui(settings, tmp_path) as server:
+        yield server, dg.DagsterInstance.from_config(str(settings.dagster_home))
+
+
+# PostgreSQL first: its service stops before the SQLite one, which the Chromium test reuses, starts.
+# On PostgreSQL, three check runs are queued with the first landing run: its queue must run several
+# of them side by side. SQLite's one-at-a-time queue is spared them: run one after another, their
+# process starts alone would add about half a minute.
+@pytest.mark.parametrize(
+    ("storage", "checked", "at_once"),
+    [("postgres", ["raw_events", "clean_events", "player_features"], {2, 3}), ("sqlite", [], {1})],
+    ids=["postgres", "sqlite"],
+)
+def test_the_daemon_carries_new_days_through_the_graph_and_retrains_once(storage, checked, at_once, request):
+    server, instance = request.getfixturevalue("postgres_service" if storage == "postgres" else "service")
     settings = server.settings
+    assert settings.instance.storage == storage
     before = {r.run_id for r in instance.get_runs()}
 
     # the landing sensor's first tick takes what landed before it as history (its baseline)
@@ -139,6 +217,8 @@ def test_the_daemon_carries_new_days_through_the_graph_and_retrains_once(service
         instance,
     )
     extend(settings.landing_uri, QUIET)
+    # while the daemon carries the first delivery, a user runs checks (queued with its landing run)
+    _check_freshness_from_the_ui(server, checked)
     _wait(
         f"drift and performance of {QUIET}",
         lambda: QUIET in _days(settings, "churn_model_performance") and _idle(instance),
@@ -166,6 +246,9 @@ def test_the_daemon_carries_new_days_through_the_graph_and_retrains_once(service
     assert failed == []
     landing = [r for r in runs if r.tags.get(TRIGGER_TAG) == "new_files"]
     assert len(landing) >= 2  # one per delivery at least (a tick may split a delivery in two)
+    # the queue's limit held, and on PostgreSQL several runs were in progress at once
+    most = _most_at_once(instance, [r.run_id for r in runs])
+    assert most in at_once, f"{most} runs in progress at once on {storage}"
 
     # every new day reached predictions, drift and performance
     for table in ("churn_predictions", "churn_feature_drift", "churn_model_performance"):
