@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,7 +61,7 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def ray_cluster() -> Iterator[str]:
     """The cluster's address (host:port of its GCS), with two alive nodes of one CPU each."""
     with pytest.MonkeyPatch.context() as env:
         # the nodes inherit it; the driver (this process) connects with it
@@ -74,8 +76,14 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         assert ray is not None
         # Ray caches the auth mode and token per process: Ray's own test helper re-reads them
         reset_auth_token_state()
-        yield from _cluster(ray, tmp_path_factory.mktemp("ray"))
-        reset_auth_token_state()
+        # a short folder of its own: Ray's unix sockets live under it, and a socket path is limited to
+        # 107 bytes (pytest's tmp paths under a worker of pytest-xdist are longer)
+        tmp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+        try:
+            yield from _cluster(ray, tmp)
+        finally:
+            reset_auth_token_state()
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _cluster(ray: Any, tmp: Path) -> Iterator[str]:
