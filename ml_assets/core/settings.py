@@ -86,7 +86,9 @@ class FeatureSettings(Table):
         Field(min_length=1, description="a non-empty list of whole numbers >= 1"),
     ] = [1, 7, 28]
     max_event_types: NonNegativeInt = 40  # generic features for at most this many event types (most frequent)
-    chunk_days: PositiveInt = 7  # days cleaned and scored per piece: bounds memory on long backfills
+    # days cleaned and scored per piece: bounds memory on long backfills; a piece spans more days while
+    # it holds at most chunk_rows rows, so a long log of thin days is a few pieces (core/days.py)
+    chunk_days: PositiveInt = 7
     chunk_rows: PositiveInt = 500_000  # feature rows (whole players) computed and written per piece
     # behaviour features of the rows a model trains on and scores (core/features/behaviour.py); off
     # by default: on the small simulated test lake they cost first_purchase 0.88 -> 0.56 test ROC AUC

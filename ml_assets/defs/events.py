@@ -107,7 +107,7 @@ def event_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.De
         def clean_pieces() -> Iterator[pl.DataFrame]:
             nonlocal earlier
             # a week of event days at a time, each checked against the ids of the horizon before it
-            for start, end in day_chunks(first, last, settings.features.chunk_days):
+            for start, end in day_chunks(first, last, lake.piece_days(RAW_EVENTS, first, last)):
                 raw = raw_events.filter(pl.col("partition_date").is_between(start, end)).collect()
                 raw_rows[0] += raw.height
                 seen = earlier.filter(pl.col("event_date") >= dedup_window(start, horizon)[0])["event_id"]

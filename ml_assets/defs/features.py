@@ -31,6 +31,7 @@ from ml_assets.defs.stage import stage_defs
 from ml_assets.engine.steps import FeaturesJob, Output, StateJob, features_shard, state_shard
 from ml_assets.lake.io_manager import FrameChunks
 from ml_assets.lake.tables import (
+    CLEAN_EVENTS,
     EVENT_TABLES,
     EVENT_TYPE_COUNTS,
     PLAYER_FEATURES,
@@ -101,7 +102,7 @@ def feature_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.
         vocab = state_vocabulary(vocab.types, vocab.valued)
         table = open_table(lake.table_uri(PLAYER_STATE))
         stored = pl.scan_delta(table) if table is not None else None
-        chunk_days = lake.settings().features.chunk_days
+        chunk_days = lake.piece_days(CLEAN_EVENTS, first, last)
         metadata = {"event_types": len(vocab.types), "days_per_piece": chunk_days}
         engine = lake.engine()
         if engine.distributed:

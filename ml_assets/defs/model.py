@@ -264,7 +264,7 @@ def model_defs(spec: ModelSpec, settings: Settings, partitions: dg.PartitionsDef
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         first, last = run_window(context)
         clean_events = events.get(CLEAN_EVENTS)
-        chunk_days = lake.settings().features.chunk_days
+        chunk_days = lake.piece_days(PLAYER_FEATURES, first, last)
         recorded = production_model.extra.get("behaviour")
         needed = {*KEY, *production_model.features, *scoring_columns(spec), *behaviour_inputs(recorded)}
         columns = [c for c in player_features.collect_schema().names() if c in needed]

@@ -75,7 +75,7 @@ def monitoring_assets(
             served,
             first,
             last,
-            settings.features.chunk_days,
+            lake.piece_days(PLAYER_FEATURES, first, last),
             thresholds,
             enrich,
             behaviour_inputs(recorded),
@@ -148,7 +148,7 @@ def monitoring_assets(
             first,
             last,
             window.last_day if window else date.min,
-            settings.features.chunk_days,
+            lake.piece_days(names.predictions, first, last),
             metric,
             settings.performance.degradation_threshold,
         )

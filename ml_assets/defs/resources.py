@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from datetime import date
 from typing import Any
 
 import dagster as dg
 from pydantic import PrivateAttr
 
+from ml_assets.core.days import piece_days
 from ml_assets.core.models.registry import Registry
 from ml_assets.core.settings import HOME_ENV, Settings, load_settings, resolve_home
 from ml_assets.defs.progress import step_progress_logger
@@ -15,7 +17,14 @@ from ml_assets.engine.engines import Engine, engine_for
 from ml_assets.lake.io_manager import DeltaLakeIOManager
 from ml_assets.lake.model_io import ModelStoreIOManager
 from ml_assets.lake.model_store import ModelStore
-from ml_assets.lake.tables import EXPERIMENTS, MODEL_REGISTRY, table_uri
+from ml_assets.lake.tables import (
+    EVENT_TABLES,
+    EXPERIMENTS,
+    MODEL_REGISTRY,
+    SNAPSHOT_COLUMN,
+    rows_per_day,
+    table_uri,
+)
 
 MODEL_IO = "model_io_manager"
 
@@ -42,6 +51,14 @@ class LakeResource(dg.ConfigurableResource):
     def table_uri(self, name: str) -> str:
         """Where a table of the lake lives."""
         return table_uri(self.settings().lake_uri, name)
+
+    def piece_days(self, table: str, first: date, last: date) -> int:
+        """Days per piece of a run over days [first, last] that reads day-partitioned `table`:
+        `[features] chunk_days`, or more while a piece holds at most `chunk_rows` of its rows."""
+        options = self.settings().features
+        column = EVENT_TABLES.get(table) or SNAPSHOT_COLUMN  # a model's tables: by snapshot day
+        counts = rows_per_day(self.table_uri(table), column, first, last)
+        return piece_days(counts, options.chunk_days, options.chunk_rows)
 
     def engine(self) -> Engine:
         """Where the per-player steps run (`[engine]`): this process, or Ray tasks over player shards."""

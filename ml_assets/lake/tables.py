@@ -160,3 +160,18 @@ def prior_clean_ids(uri: str, first: date, last: date) -> pl.DataFrame:
         return pl.DataFrame(schema={"event_id": pl.String, "event_date": pl.Date})
     scan = pl.scan_delta(table).filter(pl.col("event_date").is_between(first, last))
     return scan.select("event_id", "event_date").collect()
+
+
+def rows_per_day(uri: str, column: str, first: date, last: date) -> list[int]:
+    """Rows of each day of [first, last] in the committed table at `uri` partitioned by day `column`,
+    from the Delta log's file statistics (no data is read); zeros when there is no table."""
+    days = pl.date_range(first, last, eager=True).alias("day")
+    table = open_table(uri)
+    if table is None or last < first:
+        return [0] * days.len()
+    files = pl.DataFrame(table.get_add_actions(flatten=True))
+    key = f"partition.{column}"
+    if files.is_empty() or key not in files.columns:
+        return [0] * days.len()
+    counted = files.group_by(pl.col(key).cast(pl.Date).alias("day")).agg(pl.col("num_records").sum())
+    return days.to_frame().join(counted, on="day", how="left")["num_records"].fill_null(0).to_list()

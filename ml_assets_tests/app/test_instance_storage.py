@@ -2,6 +2,7 @@
 by Dagster's own class, with a bounded number of run shards kept open."""
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -28,6 +29,11 @@ def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     write_instance_config(settings)
     monkeypatch.setenv("DAGSTER_HOME", str(settings.dagster_home))
     return settings.dagster_home
+
+
+def _range_tags() -> dict[str, str]:
+    keys = DAYS.get_partition_keys()
+    return {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
 
 
 def _range_run(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
@@ -93,3 +99,59 @@ def test_existing_homes_get_the_storage_unless_they_configure_their_own(tmp_path
     write_instance_config(settings)
     assert "event_log_storage" not in config.read_text()
     assert config.read_text().startswith(own)
+
+
+def test_a_range_runs_asset_events_are_stored_as_one_batch_with_the_same_index(dagster_home, monkeypatch):
+    monkeypatch.delenv(instance_storage.BATCH_SIZE_VARIABLE, raising=False)
+    batches: list[tuple[str, int]] = []
+    store_batch = PooledSqliteEventLogStorage.store_event_batch
+
+    def counted(self, events):
+        batches.append((events[0].dagster_event_type.value, len(events)))
+        store_batch(self, events)
+
+    monkeypatch.setattr(PooledSqliteEventLogStorage, "store_event_batch", counted)
+    days = DAYS.get_partition_keys()
+    with dg.DagsterInstance.get() as instance:
+        assert os.environ[instance_storage.BATCH_SIZE_VARIABLE] == instance_storage.EVENT_BATCH_SIZE
+        result = _range_run(instance)
+        assert result.success
+        # the run's planned and its done materializations of every day, each in one batch, indexed
+        # as one by one: per partition, the latest, the partition status
+        assert batches == [("ASSET_MATERIALIZATION_PLANNED", len(days)), ("ASSET_MATERIALIZATION", len(days))]
+        records = instance.fetch_materializations(dg.AssetKey("daily"), limit=1000).records
+        assert sorted(r.partition_key for r in records) == days
+        latest = instance.get_latest_materialization_event(dg.AssetKey("daily"))
+        assert latest is not None and latest.asset_materialization.partition == days[-1]
+        status = instance.get_status_by_partition(dg.AssetKey("daily"), days, DAYS)
+        assert set(status.values()) == {dg.AssetPartitionStatus.MATERIALIZED}
+
+
+@dg.asset(
+    partitions_def=DAYS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    check_specs=[dg.AssetCheckSpec("complete", asset="checked_daily")],
+)
+def checked_daily() -> Iterator[dg.Output | dg.AssetCheckResult]:
+    yield dg.Output(None)
+    yield dg.AssetCheckResult(check_name="complete", passed=True)
+
+
+def test_a_range_runs_planned_check_has_one_row_per_day(dagster_home):
+    days = DAYS.get_partition_keys()
+    with dg.DagsterInstance.get() as instance:
+        result = dg.materialize(
+            [checked_daily],
+            instance=instance,
+            resources={"io_manager": dg.mem_io_manager},
+            tags={
+                "dagster/asset_partition_range_start": days[0],
+                "dagster/asset_partition_range_end": days[-1],
+            },
+        )
+        assert result.success
+        key = dg.AssetCheckKey(dg.AssetKey("checked_daily"), "complete")
+        history = instance.event_log_storage.get_asset_check_execution_history(key, limit=1000)
+    planned = [r for r in history if r.status.value == "PLANNED"]
+    assert sorted(str(r.partition) for r in planned) == days
+    assert all(r.run_id == result.run_id and r.event is not None for r in planned)

@@ -8,6 +8,7 @@ import polars as pl
 from deltalake import DeltaTable
 
 from ml_assets.lake.io_manager import DeltaLakeIOManager, FrameChunks
+from ml_assets.lake.tables import rows_per_day
 
 daily = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_date="2025-01-11", timezone="UTC")
 
@@ -90,3 +91,13 @@ def test_a_new_column_merges_into_the_schema(tmp_path):
     assert table.height == 10
     assert table.filter(pl.col("day") >= date(2025, 1, 4))["y"].to_list() == [1.5] * 4
     assert table.filter(pl.col("day") < date(2025, 1, 4))["y"].null_count() == 6
+
+
+def test_rows_per_day_come_from_the_delta_log(tmp_path):
+    uri = str(tmp_path / "t")
+    frame = pl.DataFrame(
+        {"event_date": [date(2024, 1, 1)] * 3 + [date(2024, 1, 3)] * 2, "v": [1, 2, 3, 4, 5]}
+    )
+    frame.write_delta(uri, delta_write_options={"partition_by": ["event_date"]})
+    assert rows_per_day(uri, "event_date", date(2023, 12, 31), date(2024, 1, 4)) == [0, 3, 0, 2, 0]
+    assert rows_per_day(str(tmp_path / "none"), "event_date", date(2024, 1, 1), date(2024, 1, 2)) == [0, 0]
