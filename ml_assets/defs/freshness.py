@@ -5,11 +5,19 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
-import polars as pl
 
 from ml_assets.core.settings import Settings
 from ml_assets.defs.resources import LakeResource
-from ml_assets.lake.tables import CLEAN_EVENTS, PLAYER_FEATURES, RAW_EVENTS, model_assets, open_table
+from ml_assets.lake.tables import (
+    CLEAN_EVENTS,
+    EVENT_TABLES,
+    PLAYER_FEATURES,
+    RAW_EVENTS,
+    SNAPSHOT_COLUMN,
+    model_assets,
+    newest_value,
+    open_table,
+)
 
 # The column that says how recent a table's data is.
 TIME_COLUMNS = {RAW_EVENTS: "event_time", CLEAN_EVENTS: "event_time", PLAYER_FEATURES: "snapshot_date"}
@@ -73,7 +81,7 @@ def _freshness_check(table: str, column: str, hours: float) -> dg.AssetChecksDef
             return dg.AssetCheckResult(passed=False, metadata={"reason": "table not written yet"})
         history = delta.history(1)
         updated = datetime.fromtimestamp(history[0]["timestamp"] / 1000, UTC)
-        newest = pl.scan_delta(uri).select(pl.col(column).max()).collect().item()
+        newest = newest_value(delta, column, EVENT_TABLES.get(table) or SNAPSHOT_COLUMN)
         if isinstance(newest, date) and not isinstance(newest, datetime):
             # a day's data is complete at the end of that day
             newest = datetime(newest.year, newest.month, newest.day, tzinfo=UTC) + timedelta(days=1)

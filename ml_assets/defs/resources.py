@@ -56,6 +56,8 @@ class LakeResource(dg.ConfigurableResource):
         """Days per piece of a run over days [first, last] that reads day-partitioned `table`:
         `[features] chunk_days`, or more while a piece holds at most `chunk_rows` of its rows."""
         options = self.settings().features
+        if (last - first).days < options.chunk_days:
+            return options.chunk_days  # one piece whatever the rows: no need to read the log
         column = EVENT_TABLES.get(table) or SNAPSHOT_COLUMN  # a model's tables: by snapshot day
         counts = rows_per_day(self.table_uri(table), column, first, last)
         return piece_days(counts, options.chunk_days, options.chunk_rows)

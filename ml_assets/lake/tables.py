@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import polars as pl
 from deltalake import DeltaTable
@@ -175,3 +176,23 @@ def rows_per_day(uri: str, column: str, first: date, last: date) -> list[int]:
         return [0] * days.len()
     counted = files.group_by(pl.col(key).cast(pl.Date).alias("day")).agg(pl.col("num_records").sum())
     return days.to_frame().join(counted, on="day", how="left")["num_records"].fill_null(0).to_list()
+
+
+def newest_value(table: DeltaTable, column: str, partition_column: str) -> Any:
+    """The largest non-null `column` in the newest day of a table partitioned by day
+    `partition_column` that has one, reading only that day: rows are partitioned by their own day,
+    so that is the table's newest value without a read of its whole history (rows filed by delivery
+    day because their time was implausible count only on that day). None: no such value."""
+    files = pl.DataFrame(table.get_add_actions(flatten=True))
+    key = f"partition.{partition_column}"
+    if files.is_empty():
+        return None
+    days = files[key].cast(pl.Date).unique().sort(descending=True)
+    if column == partition_column:
+        return days[0]
+    scan = pl.scan_delta(table)
+    for day in days:
+        newest = scan.filter(pl.col(partition_column) == day).select(pl.col(column).max()).collect().item()
+        if newest is not None:
+            return newest
+    return None

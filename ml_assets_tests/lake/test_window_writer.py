@@ -1,14 +1,14 @@
 """Chunked outputs written as files plus one commit (ml_assets.lake.window_writer through the IO manager)."""
 
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import dagster as dg
 import polars as pl
 from deltalake import DeltaTable
 
 from ml_assets.lake.io_manager import DeltaLakeIOManager, FrameChunks
-from ml_assets.lake.tables import rows_per_day
+from ml_assets.lake.tables import newest_value, rows_per_day
 
 daily = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_date="2025-01-11", timezone="UTC")
 
@@ -101,3 +101,22 @@ def test_rows_per_day_come_from_the_delta_log(tmp_path):
     frame.write_delta(uri, delta_write_options={"partition_by": ["event_date"]})
     assert rows_per_day(uri, "event_date", date(2023, 12, 31), date(2024, 1, 4)) == [0, 3, 0, 2, 0]
     assert rows_per_day(str(tmp_path / "none"), "event_date", date(2024, 1, 1), date(2024, 1, 2)) == [0, 0]
+
+
+def test_newest_value_reads_the_newest_day_that_has_one(tmp_path):
+    uri = str(tmp_path / "raw")
+    day = [date(2024, 1, 1), date(2024, 1, 2), date(2024, 1, 3)]
+    rows = pl.DataFrame(
+        {
+            "partition_date": [day[0], day[1], day[1], day[2]],
+            # the newest day holds only a row without a time (filed by its delivery day)
+            "event_time": [datetime(2024, 1, 1, 9), datetime(2024, 1, 2, 8), datetime(2024, 1, 2, 23), None],
+        }
+    )
+    rows.write_delta(uri, delta_write_options={"partition_by": ["partition_date"]})
+    table = DeltaTable(uri)
+    assert newest_value(table, "event_time", "partition_date") == datetime(2024, 1, 2, 23)
+    assert newest_value(table, "partition_date", "partition_date") == day[2]
+    nothing = rows.filter(pl.col("event_time").is_null())
+    nothing.write_delta(str(tmp_path / "nulls"), delta_write_options={"partition_by": ["partition_date"]})
+    assert newest_value(DeltaTable(str(tmp_path / "nulls")), "event_time", "partition_date") is None
