@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 import pyarrow as pa
+from dagster._core.execution.context.metadata_logging import AssetMetadataHandle, OutputMetadataAccumulator
 from deltalake import DeltaTable, write_deltalake
 
 from ml_assets.lake.io_base import LakeWriterIOManager
@@ -138,10 +139,26 @@ class _PartitionRows:
             self.rows[value.isoformat() if isinstance(value, date) else str(value)] += n
 
     def report(self, context: dg.OutputContext) -> None:
-        for key in context.asset_partition_keys:
-            context.step_context.add_asset_metadata(
-                {"dagster/row_count": self.rows.get(key, 0)}, asset_key=context.asset_key, partition_key=key
-            )
+        add_partition_metadata(
+            context,
+            {key: {"dagster/row_count": self.rows.get(key, 0)} for key in context.asset_partition_keys},
+        )
+
+
+def add_partition_metadata(context: dg.OutputContext, metadata: Mapping[str, Mapping[str, Any]]) -> None:
+    """Metadata per partition key of the output's range, added in one step.
+
+    `add_asset_metadata` lists the range's partition keys and copies every key's metadata so far on
+    each call: 546 days took 546 x 546 of each (0.9 ms a day, cProfile of the CDNOW long log). The
+    keys come from the range itself here, so the result is the same. Uses the step's metadata
+    accumulator, as `add_asset_metadata` does (dagster is pinned to 1.13; tests read it back).
+    """
+    step = context.step_context
+    merged = dict(step._metadata_accumulator.per_output_metadata)
+    for key, values in metadata.items():
+        handle = AssetMetadataHandle(asset_key=context.asset_key, partition_key=key)
+        merged[handle] = {**merged.get(handle, {}), **values}
+    step._metadata_accumulator = OutputMetadataAccumulator(per_output_metadata=merged)
 
 
 def _describe(context: dg.OutputContext, meta: dict[str, Any]) -> None:
