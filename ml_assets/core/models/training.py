@@ -318,10 +318,16 @@ def _linear_blend(
         trees_valid,
         [i for i, f in enumerate(features) if f not in categories],
     )
-    stored = {
+    stored: dict[str, Any] = {
         "tree_weight": blend.tree_weight,
         "linear": blend.linear.to_json() if blend.linear is not None else None,
     }
+    if blend.linear is not None:
+        stored["score"] = "sigmoid(tree_weight * trees' log-odds + (1 - tree_weight) * linear log-odds)"
+        stored["reasons"] = (
+            "tree_weight * the trees' SHAP value (pred_contrib) + (1 - tree_weight) * the linear "
+            "coefficient * the standardised value: the blend's own log-odds parts"
+        )
     return stored, {**blend.record, "linear_rows": train.height}
 
 
