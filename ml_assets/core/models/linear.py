@@ -84,7 +84,10 @@ class LinearModel:
 
 
 def _signed_log(x: np.ndarray) -> np.ndarray:
-    return np.sign(x) * np.log1p(np.abs(x))
+    """sign(x) * log(1 + |x|), with infinities as missing values (NaN)."""
+    with np.errstate(invalid="ignore"):
+        out = np.sign(x) * np.log1p(np.abs(x))
+    return np.where(np.isfinite(out), out, np.nan)
 
 
 def fit_linear(x: np.ndarray, y: np.ndarray, columns: Sequence[int], l2: float) -> LinearModel:

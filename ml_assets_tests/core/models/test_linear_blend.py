@@ -43,6 +43,9 @@ def test_linear_parts_add_up_to_the_log_odds():
     parts = linear.contributions(x, 4)
     assert np.allclose(parts.sum(axis=1) + linear.base, linear.margin(x))
     assert (parts[:, 3] == 0).all()  # a feature it does not read contributes nothing
+    # an infinity is a missing value, not a NaN score
+    x[0, 2] = np.inf
+    assert np.isfinite(linear.margin(x)).all()
 
 
 def test_blend_is_chosen_on_validation_recorded_and_scored_alike_everywhere():
