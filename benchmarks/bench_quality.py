@@ -41,14 +41,15 @@ CLI = str(Path(sys.executable).with_name("ml-assets"))
 DATASETS = ("casual", "cdnow", "sim")
 GOAL = 0.01
 
-# the behaviour families are off by default and so is the feature budget: the benchmark turns them
-# on in its TOML, as a user would
+# the behaviour families are off by default and so are the feature budget and the linear blend: the
+# benchmark turns them on in its TOML, as a user would
 FEATURES = """
 [features]
 families = ["tenure", "values", "gaps", "sessions", "time_profile", "window_ratios", "per_type"]
 
 [training]
 max_features = 40
+linear_blend = true
 """
 
 SIM_TOML = """
@@ -278,6 +279,8 @@ def run_dataset(name: str) -> list[dict[str, Any]]:
                     "features": run["n_features"],
                     "candidates": len(run.get("selection", {}).get("candidates", [])),
                     "tuning_trials": run["tuning_trials"],
+                    # the trees' weight in the linear blend (1: the trees alone)
+                    "tree_weight": (run.get("tuning") or {}).get("blend", {}).get("tree_weight"),
                     "test_rows": base["test_rows"],
                 }
             )

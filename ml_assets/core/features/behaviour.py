@@ -289,7 +289,9 @@ def _window_stats(
             # end of the snapshot day, in seconds: "hours since the last event" is as of then
             _end=(pl.col("snapshot_date").cast(pl.Datetime("ms")).dt.epoch("ms") / 1000.0) + _SECONDS_PER_DAY
         )
-        .sort("player_id", "snapshot_date", "_s")
+        # events at the same instant (a log with dates only) in a fixed order, so "last value" does not
+        # depend on how the scan happened to read them, and the same events give the same rows
+        .sort("player_id", "snapshot_date", "_s", "event_type", "value", nulls_last=True)
         .group_by(KEY, maintain_order=True)
         .agg(aggregations)
         .collect()

@@ -93,6 +93,9 @@ class ModelSpec:
     # at most this many features, the highest gains of a probe model on the train rows (0: no limit;
     # the default, since a budget changes the shipped models)
     max_features: int = 0
+    # blend the trees with an L2 logistic regression on the same features (`core/models/linear.py`),
+    # penalty and weight chosen on the validation rows (weight 1: the trees alone); off by default
+    linear_blend: bool = False
     # top reasons per prediction from TreeSHAP (pred_contrib); 0 turns explanations off, which is most
     # of the scoring time on large backfills
     explain_top: int = 3
@@ -131,6 +134,7 @@ class TrainingTable(Table):
     num_boost_round: PositiveInt | None = None
     early_stopping_rounds: PositiveInt | None = None
     max_features: NonNegativeInt | None = None
+    linear_blend: bool | None = None
     explain_top: NonNegativeInt | None = None
     explain_days: NonNegativeInt | None = None
     explain_share: Fraction | None = None

@@ -24,6 +24,7 @@ from ml_assets.core.features.behaviour import BehaviourConfig
 from ml_assets.core.features.player import ATTRIBUTES, KEY
 from ml_assets.core.models.evaluation import calibration_table, evaluate
 from ml_assets.core.models.labels import LABEL, SPLIT, scoring_rows, with_behaviour
+from ml_assets.core.models.linear import LinearModel, choose_blend
 from ml_assets.core.models.selection import select_features
 from ml_assets.core.models.spec import ModelSpec
 from ml_assets.core.models.tuning import SEARCH_SPACE, tune
@@ -50,6 +51,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 BASELINE_FEATURE = "recency_days"
 PROBE_ROWS, PROBE_ROUNDS = 20_000, 30
+LINEAR_ROWS = 50_000  # train rows the blend's linear model is fitted on (a seeded sample above it)
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,33 @@ class TrainedModel:
     def booster(self) -> lgb.Booster:
         """The LightGBM booster, parsed from the text model once per object."""
         return self._parsed
+
+    @cached_property
+    def _blend(self) -> tuple[float, LinearModel | None]:
+        raw = self.extra.get("blend") or {}
+        if raw.get("linear") is None:
+            return 1.0, None
+        return float(raw["tree_weight"]), LinearModel.from_json(raw["linear"])
+
+    def predict_matrix(self, x: np.ndarray, num_threads: int = 0) -> np.ndarray:
+        """Probabilities of the positive label for the rows of `x` (`to_matrix` of `features`): the
+        trees', or with a linear blend (`[training] linear_blend`) the blend of both in log-odds.
+        Every scoring path (batch, online, evaluation) goes through here."""
+        weight, linear = self._blend
+        return blended_predict(self.booster(), x, self.best_iteration, weight, linear, num_threads)
+
+    def contributions(self, x: np.ndarray, num_threads: int = 0) -> np.ndarray:
+        """Log-odds contribution of each feature per row of `x` (rows x features): the trees'
+        SHAP values (`pred_contrib`), with a linear blend the same weighted sum of the trees' and
+        the linear model's exact contributions as the score's."""
+        kw: dict[str, Any] = {"num_threads": num_threads} if num_threads else {}
+        shap = np.asarray(
+            self.booster().predict(x, num_iteration=self.best_iteration, pred_contrib=True, **kw)
+        )[:, :-1]  # the last column is the expected value
+        weight, linear = self._blend
+        if linear is None:
+            return shap
+        return weight * shap + (1.0 - weight) * linear.contributions(x, len(self.features))
 
     def profile(self) -> Profile:
         """The distribution of the test rows (features and scores), the reference for drift."""
@@ -248,6 +277,60 @@ def _predict(
     )
 
 
+def blended_predict(
+    booster: lgb.Booster,
+    x: np.ndarray,
+    num_iteration: int,
+    tree_weight: float = 1.0,
+    linear: LinearModel | None = None,
+    num_threads: int = 0,
+) -> np.ndarray:
+    """Probabilities of `x`: the trees', or sigmoid(tree_weight x trees' log-odds + (1 -
+    tree_weight) x `linear`'s log-odds)."""
+    kw: dict[str, Any] = {"num_threads": num_threads} if num_threads else {}
+    if linear is None:
+        return np.asarray(booster.predict(x, num_iteration=num_iteration, **kw))
+    trees = np.asarray(booster.predict(x, num_iteration=num_iteration, raw_score=True, **kw))
+    margin = tree_weight * trees + (1.0 - tree_weight) * linear.margin(x)
+    return np.asarray(1.0 / (1.0 + np.exp(-margin)))
+
+
+def _linear_blend(
+    booster: lgb.Booster,
+    parts: dict[str, pl.DataFrame],
+    features: list[str],
+    categories: dict[str, list[str]],
+    seed: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The blend of the fitted trees with a logistic regression on the same (numeric) features,
+    chosen on the validation rows (`linear.choose_blend`): what the model stores (`extra["blend"]`)
+    and what the run records (the choice and the validation AUCs behind it)."""
+    train = parts["train"]
+    if train.height > LINEAR_ROWS:
+        train = train.sample(n=LINEAR_ROWS, seed=seed)
+    x_valid = to_matrix(parts["valid"], features, categories)
+    trees_valid = np.asarray(booster.predict(x_valid, num_iteration=booster.best_iteration, raw_score=True))
+    blend = choose_blend(
+        to_matrix(train, features, categories),
+        train[LABEL].cast(pl.Float64).to_numpy(),
+        x_valid,
+        parts["valid"][LABEL].cast(pl.Float64).to_numpy(),
+        trees_valid,
+        [i for i, f in enumerate(features) if f not in categories],
+    )
+    stored: dict[str, Any] = {
+        "tree_weight": blend.tree_weight,
+        "linear": blend.linear.to_json() if blend.linear is not None else None,
+    }
+    if blend.linear is not None:
+        stored["score"] = "sigmoid(tree_weight * trees' log-odds + (1 - tree_weight) * linear log-odds)"
+        stored["reasons"] = (
+            "tree_weight * the trees' SHAP value (pred_contrib) + (1 - tree_weight) * the linear "
+            "coefficient * the standardised value: the blend's own log-odds parts"
+        )
+    return stored, {**blend.record, "linear_rows": train.height}
+
+
 def within_budget(
     features: list[str], gain: dict[str, float], budget: int
 ) -> tuple[list[str], dict[str, str]]:
@@ -336,9 +419,19 @@ def train_model(
     # refitted away, which would double the training time for the same model.
     unused = sorted(f for f, g in gain.items() if g <= 0)
 
+    blend: dict[str, Any] = {}
+    if spec.linear_blend:
+        blend, tuning_record["blend"] = _linear_blend(booster, parts, features, categories, spec.seed)
+
     test = parts["test"]
     y = test[LABEL].cast(pl.Float64).to_numpy()
-    p = _predict(booster, test, features, categories)
+    p = blended_predict(
+        booster,
+        to_matrix(test, features, categories),
+        booster.best_iteration,
+        float(blend.get("tree_weight", 1.0)),
+        LinearModel.from_json(blend["linear"]) if blend.get("linear") else None,
+    )
     baseline = (
         _fit(parts, [BASELINE_FEATURE], {}, params, spec)
         if BASELINE_FEATURE in training_set.columns
@@ -382,6 +475,7 @@ def train_model(
                 "on": "train rows (probe gain, correlation with the label); validation stops the trees",
             },
             "tuning": tuning_record,
+            **({"blend": blend} if blend else {}),
             **({"behaviour": behaviour.as_dict()} if behaviour is not None and behaviour.families else {}),
         },
         model_text=booster.model_to_string(),
@@ -398,7 +492,7 @@ def test_rows(model: TrainedModel, training_set: pl.DataFrame) -> pl.DataFrame:
 
 def predict(model: TrainedModel, frame: pl.DataFrame) -> np.ndarray:
     """Probabilities of the positive label for each row of `frame`."""
-    return _predict(model.booster(), frame, model.features, model.categories)
+    return model.predict_matrix(to_matrix(frame, model.features, model.categories))
 
 
 def evaluate_on(model: TrainedModel, frame: pl.DataFrame) -> dict[str, float]:
@@ -419,10 +513,9 @@ def score(
     (given snapshot_date, player_id and probability, a boolean mask; None: every row) get them, the others
     have nulls: SHAP costs far more than the prediction.
     """
-    booster = model.booster()
     n = features.height
     x = to_matrix(features, model.features, model.categories) if n else None
-    p = np.asarray(booster.predict(x, num_iteration=model.best_iteration)) if n else np.empty(0)
+    p = model.predict_matrix(x) if x is not None else np.empty(0)
     columns: dict[str, Any] = {
         "probability": pl.Series(p, dtype=pl.Float64),
         "model_version": pl.lit(model.version),
@@ -435,9 +528,7 @@ def score(
         rows = np.flatnonzero(np.ones(n, dtype=bool) if explain is None else explain(picked))
         shap = np.empty((0, len(model.features)))
         if rows.size:
-            shap = np.asarray(
-                booster.predict(x[rows], num_iteration=model.best_iteration, pred_contrib=True)  # type: ignore[index]
-            )[:, :-1]  # the last column is the expected value
+            shap = model.contributions(x[rows])  # type: ignore[index]
         top = np.argsort(-shap, axis=1, kind="stable")[:, :k]
         names = np.asarray(model.features, dtype=object)
         for i in range(k):

@@ -85,6 +85,17 @@ def test_each_family_on_a_hand_checked_log():
     assert c["bh_value_mean"] is None and c["bh_gap_median_h"] is None
 
 
+def test_events_at_the_same_instant_give_the_same_features_in_any_order():
+    # a log with dates only: several events of a day share one timestamp
+    same = [("a", _t(2, 0), "buy", v) for v in (3.0, 12.0, None, 7.0)]
+    outs = [
+        behaviour_features(ROWS, _events(order), BehaviourConfig(families=("values",)), tenure_days=3)
+        for order in (same, same[::-1], same[1:] + same[:1])
+    ]
+    assert outs[0]["bh_value_last"][0] == 12.0  # the largest value of the instant comes last
+    assert all(out.equals(outs[0]) for out in outs)
+
+
 def test_the_trailing_window_of_other_models_and_row_order():
     rows = ROWS.reverse()
     out = behaviour_features(rows, EVENTS, BehaviourConfig(window_days=2))
