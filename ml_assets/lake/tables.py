@@ -145,13 +145,30 @@ def delta_version(uri: str, storage_options: dict[str, str] | None = None) -> in
 
 
 def committed_rows(uri: str, column: str, first: date, last: date) -> int:
-    """Rows of the committed table at `uri` whose `column` falls in [first, last] (0: no table)."""
+    """Rows of the committed table at `uri` whose day partition `column` falls in [first, last] (0: no
+    table): the file statistics of the Delta log when every such file has them, else counted."""
     table = open_table(uri)
     if table is None:
         return 0
+    files = _files_by_day(table, column)
+    if files is not None:
+        picked = files.filter(pl.col("day").is_between(first, last))
+        if picked["num_records"].null_count() == 0:
+            return int(picked["num_records"].sum())
     return int(
         pl.scan_delta(table).filter(pl.col(column).is_between(first, last)).select(pl.len()).collect().item()
     )
+
+
+def _files_by_day(table: DeltaTable, column: str) -> pl.DataFrame | None:
+    """The table's files (`day`, `num_records`) by their day partition; None: not partitioned by it."""
+    files = pl.DataFrame(table.get_add_actions(flatten=True))
+    key = f"partition.{column}"
+    if files.is_empty():
+        return pl.DataFrame(schema={"day": pl.Date, "num_records": pl.Int64})
+    if key not in files.columns:
+        return None
+    return files.select(pl.col(key).cast(pl.Date).alias("day"), pl.col("num_records").cast(pl.Int64))
 
 
 def prior_clean_ids(uri: str, first: date, last: date) -> pl.DataFrame:
@@ -168,13 +185,10 @@ def rows_per_day(uri: str, column: str, first: date, last: date) -> list[int]:
     from the Delta log's file statistics (no data is read); zeros when there is no table."""
     days = pl.date_range(first, last, eager=True).alias("day")
     table = open_table(uri)
-    if table is None or last < first:
+    files = None if table is None or last < first else _files_by_day(table, column)
+    if files is None:
         return [0] * days.len()
-    files = pl.DataFrame(table.get_add_actions(flatten=True))
-    key = f"partition.{column}"
-    if files.is_empty() or key not in files.columns:
-        return [0] * days.len()
-    counted = files.group_by(pl.col(key).cast(pl.Date).alias("day")).agg(pl.col("num_records").sum())
+    counted = files.group_by("day").agg(pl.col("num_records").sum())
     return days.to_frame().join(counted, on="day", how="left")["num_records"].fill_null(0).to_list()
 
 

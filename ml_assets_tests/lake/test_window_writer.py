@@ -8,7 +8,7 @@ import polars as pl
 from deltalake import DeltaTable
 
 from ml_assets.lake.io_manager import DeltaLakeIOManager, FrameChunks
-from ml_assets.lake.tables import newest_value, rows_per_day
+from ml_assets.lake.tables import committed_rows, newest_value, rows_per_day
 
 daily = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_date="2025-01-11", timezone="UTC")
 
@@ -120,3 +120,16 @@ def test_newest_value_reads_the_newest_day_that_has_one(tmp_path):
     nothing = rows.filter(pl.col("event_time").is_null())
     nothing.write_delta(str(tmp_path / "nulls"), delta_write_options={"partition_by": ["partition_date"]})
     assert newest_value(DeltaTable(str(tmp_path / "nulls")), "event_time", "partition_date") is None
+
+
+def test_committed_rows_follow_the_log_through_a_hand_edit(tmp_path):
+    uri = str(tmp_path / "clean")
+    days = [date(2024, 1, 1), date(2024, 1, 2), date(2024, 1, 3)]
+    frame = pl.DataFrame({"event_date": [days[0]] * 4 + [days[1]] * 3 + [days[2]] * 2, "v": range(9)})
+    frame.write_delta(uri, delta_write_options={"partition_by": ["event_date"]})
+    assert committed_rows(uri, "event_date", days[0], days[1]) == 7
+    DeltaTable(uri).delete("v = 5")  # a hand edit: a new file for the day, with its own statistics
+    assert committed_rows(uri, "event_date", days[0], days[1]) == 6
+    scanned = pl.scan_delta(uri).filter(pl.col("event_date").is_between(days[0], days[1])).collect()
+    assert scanned.height == 6
+    assert committed_rows(str(tmp_path / "none"), "event_date", days[0], days[1]) == 0
