@@ -155,9 +155,8 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             "evaluation_event_storage_id": event_id,
         }
         with self.index_connection() as conn:
-            conn.execute(
-                AssetCheckExecutionsTable.insert().values([{**common, "partition": k} for k in keys])
-            )
+            # executemany: one statement compiled, not one with a parameter set per day
+            conn.execute(AssetCheckExecutionsTable.insert(), [{**common, "partition": k} for k in keys])
 
     def _dispose_engines(self) -> None:
         with self._db_lock:
