@@ -143,10 +143,12 @@ def dedup_window(first: date, horizon_days: int) -> tuple[date, date]:
 def repeats_within(ids: pl.DataFrame, horizon_days: int) -> int:
     """Clean rows (event_id, event_date) whose id is clean again within `horizon_days` of an earlier
     copy: what the dedup rule must leave at zero. Copies further apart are distinct events."""
-    gaps = ids.sort("event_id", "event_date").select(
-        (pl.col("event_date").diff().over("event_id").dt.total_days() <= horizon_days).sum()
-    )
-    return int(gaps.item())
+    # only ids clean more than once can repeat: a hash pass, then a sort of those few (a window over
+    # a million one-row groups took 6 s of a 1M-event cleaning)
+    copies = ids.filter(pl.col("event_id").is_duplicated()).sort("event_id", "event_date")
+    same_id = pl.col("event_id") == pl.col("event_id").shift(1)
+    near = pl.col("event_date").diff().dt.total_days() <= horizon_days
+    return int(copies.select((same_id & near).sum()).item())
 
 
 def reason_counts(quarantined: pl.DataFrame) -> dict[str, int]:

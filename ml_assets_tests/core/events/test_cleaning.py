@@ -129,3 +129,24 @@ def test_ids_seen_on_earlier_days_and_repeats_within_the_horizon():
         }
     )
     assert repeats_within(ids, horizon_days=7) == 1  # a, 7 days apart; b is 8 days apart
+
+
+def test_repeats_within_counts_each_later_copy_near_the_one_before():
+    from ml_assets.core.events.cleaning import repeats_within
+
+    # an id clean three times, unsorted: each copy within the horizon of the copy before it counts
+    ids = pl.DataFrame(
+        {
+            "event_id": ["x", "y", "x", "x", "y"],
+            "event_date": [
+                date(2025, 1, 20),
+                date(2025, 1, 1),
+                date(2025, 1, 1),
+                date(2025, 1, 3),
+                date(2025, 1, 1),
+            ],
+        }
+    )
+    assert repeats_within(ids, horizon_days=2) == 2  # x: 1 -> 3 (2 days); y twice on one day
+    assert repeats_within(ids, horizon_days=17) == 3  # and x: 3 -> 20
+    assert repeats_within(ids.filter(pl.col("event_id") == "y").head(1), horizon_days=30) == 0
