@@ -108,17 +108,18 @@ def clean_events(
         .with_columns(pl.col("event_type").str.strip_chars())
         .sort(["received_date", "batch_id", "event_id"], nulls_last=True)
         .with_columns(
-            # rank among valid rows only: an invalid copy must not shadow a valid one
-            _dup=pl.int_range(pl.len()).over(["event_id", pl.col("reason").is_null()])
+            # the first copy among valid rows only: an invalid copy must not shadow a valid one (a
+            # hash pass; a window over a million one-row id groups was 2.5x slower)
+            _later=~pl.struct(pl.col("event_id"), pl.col("reason").is_null()).is_first_distinct()
         )
         .with_columns(
             reason=pl.when(
-                pl.col("reason").is_null() & ((pl.col("_dup") > 0) | pl.col("event_id").is_in(_ids(seen_ids)))
+                pl.col("reason").is_null() & (pl.col("_later") | pl.col("event_id").is_in(_ids(seen_ids)))
             )
             .then(pl.lit("duplicate_event_id"))
             .otherwise(pl.col("reason"))
         )
-        .drop("_dup")
+        .drop("_later")
         .collect()
     )
     clean = (
