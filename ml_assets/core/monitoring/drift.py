@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ml_assets.core.days import next_chunk_days
 from ml_assets.core.features.player import KEY
 from ml_assets.core.models.labels import scoring_columns, scoring_rows
 from ml_assets.core.models.spec import ModelSpec
@@ -562,11 +563,8 @@ def drift_by_day(
             rows = enrich(rows)
         scores = served.filter(in_range).select("snapshot_date", "probability").collect()
         parts.append(_chunk_drift(profile, rows, scores, start, end, thresholds))
-        # rows, not days, bound a chunk: a long log of small days is read in a few pieces, while
-        # big days keep `chunk_days` (the growth is capped at 2x, so a busier period overshoots little)
-        per_day = read.height / ((end - start).days + 1)
-        fit = int(chunk_rows / per_day) if per_day else 2 * days
-        days = max(chunk_days, min(2 * days, fit))
+        # rows, not days, bound a chunk: a long log of small days is read in a few pieces
+        days = next_chunk_days((end - start).days + 1, read.height, chunk_days, chunk_rows)
         start = end + timedelta(days=1)
     return pl.concat(parts, how="diagonal_relaxed")
 

@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 from numpy.typing import ArrayLike, NDArray
 
+from ml_assets.core.days import next_chunk_days
 from ml_assets.core.models.evaluation import evaluate
 from ml_assets.core.models.labels import LABEL, look_ahead_days, outcome_labels
 from ml_assets.core.models.metrics import log_loss, lower_is_better, roc_auc
@@ -281,11 +282,8 @@ def performance_by_day(
         if rows_in_range.height:
             labelled = outcome_labels(spec, rows_in_range, outcomes, last_landed)
             parts.append(_chunk_rows(labelled, reference, metric, threshold))
-        # rows, not days, bound a chunk: a long log of small days is read in a few pieces, while
-        # big days keep `chunk_days` (the growth is capped at 2x, so a busier period overshoots little)
-        per_day = rows_in_range.height / ((end - start).days + 1)
-        fit = int(chunk_rows / per_day) if per_day else 2 * days
-        days = max(chunk_days, min(2 * days, fit))
+        # rows, not days, bound a chunk: a long log of small days is read in a few pieces
+        days = next_chunk_days((end - start).days + 1, rows_in_range.height, chunk_days, chunk_rows)
         start = end + timedelta(days=1)
     if not parts:
         return pl.DataFrame(schema=PERFORMANCE_SCHEMA)
