@@ -705,16 +705,8 @@ def _numeric_by_day(
             mean = by_day.sums(values) / counts
     psi_threshold = _noise(psi_noise, t.psi, occupied, _reference_rows(ref), counts)
 
-    sample, sample_day = values if by_day.whole else values[by_day.sample], by_day.sample_day
-    if nulls:
-        keep = ~np.isnan(sample)
-        sample, sample_day = sample[keep], sample_day[keep]
-    by_value = np.argsort(sample)
-    # a stable sort of small integer codes is a radix sort
-    codes = sample_day[by_value]
-    order = by_value[np.argsort(codes.astype(np.uint16) if days < 2**16 else codes, kind="stable")]
-    sample, sample_day = sample[order], sample_day[order]
-    sizes = np.bincount(sample_day, minlength=days)
+    sample = values if by_day.whole else values[by_day.sample]
+    sample, sample_day, sizes = _sorted_by_day(sample, by_day.sample_day, days)
     statistic = ks = np.full(days, math.nan)
     statistic_threshold = np.full(days, t.wasserstein)
     if ref.sample and sample.size:
@@ -744,6 +736,32 @@ def _numeric_by_day(
         "psi_threshold": psi_threshold,
         "statistic_threshold": statistic_threshold,
     }
+
+
+def _sorted_by_day(
+    values: np.ndarray, day: np.ndarray, days: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`values` grouped by `day` (non-decreasing) without NaN, each day's sorted: the values, their
+    days and the count per day."""
+    given = np.bincount(day, minlength=days)
+    width = int(given.max(initial=0))
+    if width and days * width <= 2 * values.size:
+        # each day a row of a padded matrix: sorting many short rows beats one argsort of all
+        # values; +inf pads (and stands for NaN) sort last, and ties with a real +inf are harmless
+        grid = np.full((days, width), np.inf)
+        grid[day, np.arange(values.size) - (np.cumsum(given) - given)[day]] = np.where(
+            np.isnan(values), np.inf, values
+        )
+        grid.sort(axis=1)
+        sizes = given - np.bincount(day[np.isnan(values)], minlength=days)
+        return grid[np.arange(width) < sizes[:, None]], np.repeat(np.arange(days), sizes), sizes
+    keep = ~np.isnan(values)
+    values, day = values[keep], day[keep]
+    by_value = np.argsort(values)
+    # a stable sort of small integer codes is a radix sort
+    codes = day[by_value]
+    order = by_value[np.argsort(codes.astype(np.uint16) if days < 2**16 else codes, kind="stable")]
+    return values[order], day[order], np.bincount(day, minlength=days)
 
 
 def _psi_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
