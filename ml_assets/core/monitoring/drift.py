@@ -789,10 +789,12 @@ def _wasserstein_ks_by_group(
         return np.where(right == 0, 0.0, at_a[below] + (right / n_a) * (x - a[below]))
 
     starts = np.cumsum(sizes) - sizes
-    rank = np.arange(b.size) - starts[group] + 1  # of each value within its group
     # only the last of each run of ties bounds a region [u, v): the CDF of b_g is flat between them
-    ends = np.flatnonzero((rank == sizes[group]) | (np.r_[b[1:], np.nan] != b))
-    m, k, u = sizes[group[ends]], rank[ends], b[ends]
+    boundary = np.r_[b[1:] != b[:-1], True]
+    boundary[(starts + sizes - 1)[sizes > 0]] = True  # a group's last value
+    ends = np.flatnonzero(boundary)
+    in_group = group[ends]
+    m, k, u = sizes[in_group], ends - starts[in_group] + 1, b[ends]
     last = k == m
     c = k / m
     right_u, left_u = np.searchsorted(a, u, side="right"), np.searchsorted(a, u, side="left")
