@@ -748,12 +748,15 @@ def _sorted_by_day(
     if width and days * width <= 2 * values.size:
         # each day a row of a padded matrix: sorting many short rows beats one argsort of all
         # values; +inf pads (and stands for NaN) sort last, and ties with a real +inf are harmless
-        grid = np.full((days, width), np.inf)
-        grid[day, np.arange(values.size) - (np.cumsum(given) - given)[day]] = np.where(
-            np.isnan(values), np.inf, values
-        )
+        missing = np.isnan(values)
+        padded = np.where(missing, np.inf, values)
+        if given.min() == width:  # as many values every day (days above the sample size)
+            grid = padded.reshape(days, width)
+        else:
+            grid = np.full((days, width), np.inf)
+            grid[day, np.arange(values.size) - (np.cumsum(given) - given)[day]] = padded
         grid.sort(axis=1)
-        sizes = given - np.bincount(day[np.isnan(values)], minlength=days)
+        sizes = given - np.bincount(day[missing], minlength=days)
         return grid[np.arange(width) < sizes[:, None]], np.repeat(np.arange(days), sizes), sizes
     keep = ~np.isnan(values)
     values, day = values[keep], day[keep]
