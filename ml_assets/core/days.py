@@ -26,13 +26,3 @@ def day_chunks(first: date, last: date, days: int) -> list[tuple[date, date]]:
         out.append((first, end))
         first = end + ONE_DAY
     return out
-
-
-def next_chunk_days(days: int, rows: int, least: int, max_rows: int) -> int:
-    """Days to read next after a chunk of `days` days that held `rows` rows: as many as `max_rows`
-    rows at that rate, at least `least` days (the configured chunk) and at most twice `days`, so a
-    busier period that follows overshoots `max_rows` little. `max_rows` <= 0: always `least`."""
-    if max_rows <= 0:
-        return least
-    fit = max_rows * days // rows if rows else 2 * days
-    return max(least, min(2 * days, fit))

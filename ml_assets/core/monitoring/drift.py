@@ -56,13 +56,13 @@ import fnmatch
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from ml_assets.core.days import next_chunk_days
+from ml_assets.core.days import day_chunks
 from ml_assets.core.features.player import KEY
 from ml_assets.core.models.labels import scoring_columns, scoring_rows
 from ml_assets.core.models.spec import ModelSpec
@@ -540,32 +540,25 @@ def drift_by_day(
     thresholds: DriftThresholds,
     enrich: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
     inputs: Sequence[str] = (),
-    chunk_rows: int = 300_000,
 ) -> pl.DataFrame:
     """`feature_drift` of each day in [first, last] against `profile`: the features of the rows `spec`
     scores, and the scores served that day (`served`: snapshot_date, probability).
 
     `enrich` adds the columns the model reads beyond the feature table (behaviour features) to the
     rows, from the feature-table columns `inputs` besides the profiled ones. Rows are read
-    `chunk_days` days at a time, more while a chunk holds fewer than `chunk_rows` rows (0: always
-    `chunk_days`); the result does not depend on either."""
+    `chunk_days` days at a time and every day of a chunk is computed at once; the result does not
+    depend on `chunk_days`."""
     needed = {*KEY, *profile.numeric, *profile.categorical, *scoring_columns(spec), *inputs}
     columns = [c for c in features.collect_schema().names() if c in needed]
     parts = []
-    start, days = first, chunk_days
     # a few days per read: one scan per day of a wide table costs more than the statistics
-    while start <= last:
-        end = min(last, start + timedelta(days=days - 1))
+    for start, end in day_chunks(first, last, chunk_days):
         in_range = pl.col("snapshot_date").is_between(start, end)
-        read = features.filter(in_range).select(columns).collect()
-        rows = scoring_rows(spec, read)
+        rows = scoring_rows(spec, features.filter(in_range).select(columns).collect())
         if enrich is not None:
             rows = enrich(rows)
         scores = served.filter(in_range).select("snapshot_date", "probability").collect()
         parts.append(_chunk_drift(profile, rows, scores, start, end, thresholds))
-        # rows, not days, bound a chunk: a long log of small days is read in a few pieces
-        days = next_chunk_days((end - start).days + 1, read.height, chunk_days, chunk_rows)
-        start = end + timedelta(days=1)
     return pl.concat(parts, how="diagonal_relaxed")
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 from numpy.typing import ArrayLike, NDArray
 
-from ml_assets.core.days import next_chunk_days
+from ml_assets.core.days import day_chunks
 from ml_assets.core.models.evaluation import evaluate
 from ml_assets.core.models.labels import LABEL, look_ahead_days, outcome_labels
 from ml_assets.core.models.metrics import log_loss, lower_is_better, roc_auc
@@ -257,23 +257,19 @@ def performance_by_day(
     chunk_days: int,
     metric: str = "roc_auc",
     threshold: float = 0.05,
-    chunk_rows: int = 300_000,
 ) -> pl.DataFrame:
     """Per day in [first, last]: the served scores' quality overall and per segment.
 
     `scored` holds the predictions with their players' segment columns; `events` the clean events
     their outcomes come from. Days whose labels have matured (by `last_landed`) get realized
     metrics, others the expected (CBPE) ones; the overall row says whether `metric` dropped more
-    than `threshold` (relative) from `reference`, the model's own test figures.
-
-    Predictions are read `chunk_days` days at a time, more while a chunk holds fewer than
-    `chunk_rows` rows (0: always `chunk_days`); the result does not depend on either.
+    than `threshold` (relative) from `reference`, the model's own test figures. Predictions are
+    read `chunk_days` days at a time and every day of a chunk is computed at once; the result does
+    not depend on `chunk_days`.
     """
     ahead = look_ahead_days(spec)
     parts: list[pl.DataFrame] = []
-    start, days = first, chunk_days
-    while start <= last:
-        end = min(last, start + timedelta(days=days - 1))
+    for start, end in day_chunks(first, last, chunk_days):
         rows_in_range = scored.filter(pl.col("snapshot_date").is_between(start, end)).collect()
         # only the events the outcomes of these predictions can depend on
         outcomes = events.filter(
@@ -281,10 +277,7 @@ def performance_by_day(
         )
         if rows_in_range.height:
             labelled = outcome_labels(spec, rows_in_range, outcomes, last_landed)
-            parts.append(_chunk_rows(labelled, reference, metric, threshold))
-        # rows, not days, bound a chunk: a long log of small days is read in a few pieces
-        days = next_chunk_days((end - start).days + 1, rows_in_range.height, chunk_days, chunk_rows)
-        start = end + timedelta(days=1)
+            parts.append(_chunk_performance(labelled, reference, metric, threshold))
     if not parts:
         return pl.DataFrame(schema=PERFORMANCE_SCHEMA)
     return pl.concat(parts)
@@ -382,7 +375,7 @@ class _Groups:
         return float(gap.sum() / p.size)
 
 
-def _chunk_rows(
+def _chunk_performance(
     labelled: pl.DataFrame, reference: dict[str, float], metric: str, threshold: float
 ) -> pl.DataFrame:
     """The PERFORMANCE_SCHEMA rows of every day in `labelled` (scored rows with `label`), computed
