@@ -425,6 +425,7 @@ def _chunk_performance(
         "brier": overall.mean(p * (1.0 - p)),
     }
     current = {k: np.where(matured_day, realized[k], expected[k]) for k in realized}
+    whole_day = {**current, "rows": rows, "estimated": ~matured_day}
     ece = [overall.ece(ys, d) if matured_day[d] else None for d in range(days.height)]
     verdicts = []
     for d in range(days.height):
@@ -456,7 +457,7 @@ def _chunk_performance(
         }
     )
     segments = [
-        _segment_rows(labelled[column], column, day_index, matured_row, p, by_p, y, loss, days, current)
+        _segment_rows(labelled[column], column, day_index, matured_row, p, by_p, y, loss, days, whole_day)
         for column in SEGMENTS
     ]
     order = pl.concat(
@@ -488,9 +489,24 @@ def _segment_rows(
 ) -> pl.DataFrame:
     """`segment_metrics(rows, column)` of every day at once (realized on matured days), with the
     largest roc_auc gap between a day's segments as each row's reason. `whole_day` holds the
-    days' own roc_auc and log_loss, which a day with a single segment repeats."""
+    days' own roc_auc, log_loss, rows and whether they are estimated, which a day with a single
+    segment repeats."""
+    text = keys.cast(pl.String).fill_null(MISSING)
+    if text.n_unique() == 1:
+        # one value in every row (a log without this attribute): each day is its one segment
+        frame = pl.DataFrame(
+            {
+                "_day": np.arange(days.height),
+                "segment": np.where(whole_day["rows"] < min_rows, OTHER, text[0]),
+                "rows": whole_day["rows"],
+                "estimated": whole_day["estimated"],
+                "roc_auc": whole_day["roc_auc"],
+                "log_loss": whole_day["log_loss"],
+            }
+        )
+        return _with_gap_reasons(frame, column, days)
     named = (
-        pl.DataFrame({"_day": day_index, "_key": keys.cast(pl.String).fill_null(MISSING)})
+        pl.DataFrame({"_day": day_index, "_key": text})
         .with_columns(_n=pl.len().over("_day", "_key"))
         .select(pl.when(pl.col("_n") < min_rows).then(pl.lit(OTHER)).otherwise(pl.col("_key")).alias("_key"))
         .to_series()
@@ -518,7 +534,14 @@ def _segment_rows(
             "roc_auc": auc,
             "log_loss": log_loss,
         }
-    ).sort(["_day", "rows", "segment"], descending=[False, True, False])
+    )
+    return _with_gap_reasons(frame, column, days)
+
+
+def _with_gap_reasons(frame: pl.DataFrame, column: str, days: pl.DataFrame) -> pl.DataFrame:
+    """Segment rows (`_day`, segment, rows, ...) sorted as segment_metrics sorts them, with each
+    day's snapshot_date, model_version and largest gap."""
+    frame = frame.sort(["_day", "rows", "segment"], descending=[False, True, False])
     reasons = _gap_reasons(frame["_day"].to_numpy(), frame["segment"], frame["roc_auc"].to_numpy(), column)
     return frame.with_columns(
         snapshot_date=days["snapshot_date"].gather(frame["_day"]),

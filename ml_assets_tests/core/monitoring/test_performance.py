@@ -277,12 +277,16 @@ def _reference(scored, events, last_landed, metric, reference=REFERENCE):
 
 
 @pytest.mark.parametrize("metric", ["roc_auc", "log_loss", "brier"])
-def test_performance_by_day_matches_the_per_day_computation(served, metric):
+@pytest.mark.parametrize("attributes", [True, False])
+def test_performance_by_day_matches_the_per_day_computation(served, metric, attributes):
     scored, events = served
+    if not attributes:  # a log without segment attributes: one segment a day
+        scored = scored.with_columns(platform=pl.lit(None, pl.String), country=pl.lit("de"))
     last_landed = DAY0 + timedelta(days=12)  # the last few days have not matured
     want = _reference(scored, events, last_landed, metric)
     assert want["estimated"].any() and not want["estimated"].all()
-    assert {"(other)", "(null)", "ios"} <= set(want["segment"].to_list())
+    segments = {"(other)", "(null)", "ios"} if attributes else {"all", "(other)", "(null)", "de"}
+    assert segments <= set(want["segment"].to_list())
     for chunk_days in (1, 3, 30):
         got = performance_by_day(
             SPEC,
