@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ml_assets.core.days import day_chunks, each_day
+from ml_assets.core.days import day_chunks
 from ml_assets.core.features.player import KEY
 from ml_assets.core.models.labels import scoring_columns, scoring_rows
 from ml_assets.core.models.spec import ModelSpec
@@ -221,6 +221,11 @@ def _float_matrix(frame: pl.DataFrame, names: list[str]) -> np.ndarray:
     if not names:
         return np.empty((frame.height, 0))
     return frame.select(pl.col(n).cast(pl.Float64) for n in names).to_numpy(order="fortran")
+
+
+def _float_column(frame: pl.DataFrame, name: str) -> np.ndarray:
+    """One column as float64, nulls as NaN, as `_float_matrix` reads it."""
+    return frame[name].cast(pl.Float64).to_numpy().astype(np.float64, copy=False)
 
 
 def _inner_edges(present: np.ndarray, bins: int) -> np.ndarray:
@@ -540,10 +545,12 @@ def drift_by_day(
     scores, and the scores served that day (`served`: snapshot_date, probability).
 
     `enrich` adds the columns the model reads beyond the feature table (behaviour features) to the
-    rows, from the feature-table columns `inputs` besides the profiled ones."""
+    rows, from the feature-table columns `inputs` besides the profiled ones. Rows are read
+    `chunk_days` days at a time and every day of a chunk is computed at once; the result does not
+    depend on `chunk_days`."""
     needed = {*KEY, *profile.numeric, *profile.categorical, *scoring_columns(spec), *inputs}
     columns = [c for c in features.collect_schema().names() if c in needed]
-    days = []
+    parts = []
     # a few days per read: one scan per day of a wide table costs more than the statistics
     for start, end in day_chunks(first, last, chunk_days):
         in_range = pl.col("snapshot_date").is_between(start, end)
@@ -551,12 +558,321 @@ def drift_by_day(
         if enrich is not None:
             rows = enrich(rows)
         scores = served.filter(in_range).select("snapshot_date", "probability").collect()
-        rows_by_day = rows.partition_by("snapshot_date", as_dict=True)
-        scores_by_day = scores.partition_by("snapshot_date", as_dict=True)
-        for day in each_day(start, end):
-            today = rows_by_day.get((day,), rows.clear())
-            served_today = scores_by_day.get((day,))
-            p = served_today["probability"].to_numpy() if served_today is not None else np.empty(0)
-            stats = feature_drift(profile, today, p if p.size else None, thresholds)
-            days.append(stats.with_columns(snapshot_date=pl.lit(day)))
-    return pl.concat(days, how="diagonal_relaxed")
+        parts.append(_chunk_drift(profile, rows, scores, start, end, thresholds))
+    return pl.concat(parts, how="diagonal_relaxed")
+
+
+@dataclass(frozen=True)
+class _ByDay:
+    """A chunk's rows grouped by day, each day's in their read order, and `feature_drift`'s sample."""
+
+    day: np.ndarray  # day (0 = the chunk's first) of each grouped row
+    order: np.ndarray | None  # read positions in grouped order (None: the read order is grouped)
+    counts: np.ndarray  # rows per day
+    offsets: np.ndarray  # grouped position of each day's first row
+    sample: np.ndarray  # grouped positions of each day's sample (`_sample_rows` of that day)
+    sample_day: np.ndarray
+    whole: bool  # whether the samples are every row (no day has more than SAMPLE_SIZE)
+
+    @staticmethod
+    def of(dates: pl.Series, start: date, days: int, rng_seed: int | list[int]) -> _ByDay:
+        index = dates.to_physical().to_numpy().astype(np.int64) - (start - date(1970, 1, 1)).days
+        grouped = bool(np.all(index[1:] >= index[:-1]))
+        order = None if grouped else np.argsort(index, kind="stable")
+        counts = np.bincount(index, minlength=days)
+        offsets = np.cumsum(counts) - counts
+        picks = [
+            # up to SAMPLE_SIZE rows the sample is every row, no draw needed
+            off + (np.arange(n) if n <= SAMPLE_SIZE else _sample_rows(n, np.random.default_rng(rng_seed)))
+            for off, n in zip(offsets.tolist(), counts.tolist(), strict=True)
+        ]
+        sample = np.concatenate(picks).astype(np.int64) if picks else np.zeros(0, dtype=np.int64)
+        return _ByDay(
+            day=index if order is None else index[order],
+            order=order,
+            counts=counts,
+            offsets=offsets,
+            sample=sample,
+            sample_day=np.repeat(np.arange(days), [p.size for p in picks]),
+            whole=bool(counts.max(initial=0) <= SAMPLE_SIZE),
+        )
+
+    def grouped(self, values: np.ndarray) -> np.ndarray:
+        """`values` (in read order) in grouped order."""
+        return values if self.order is None else values[self.order]
+
+    def sums(self, values: np.ndarray) -> np.ndarray:
+        """Per day: the sum of `values` (grouped order, one per row)."""
+        out = np.zeros(self.counts.size)
+        seen = self.counts > 0
+        # contiguous days: a running sum over each day's slice, not a scatter by day
+        out[seen] = np.add.reduceat(values, self.offsets[seen], dtype=np.float64)
+        return out
+
+
+def _chunk_drift(
+    profile: Profile,
+    rows: pl.DataFrame,
+    scores: pl.DataFrame,
+    start: date,
+    end: date,
+    t: DriftThresholds,
+    seed: int = 0,
+) -> pl.DataFrame:
+    """`feature_drift` of each day in [start, end] (rows and served scores of that day), with its
+    snapshot_date, for all days at once: a long log has hundreds of days of few rows each."""
+    days = (end - start).days + 1
+    by_day = _ByDay.of(rows["snapshot_date"], start, days, seed)
+    records: list[dict[str, Any]] = [
+        _numeric_by_day(n, "numeric", ref, by_day.grouped(_float_column(rows, n)), by_day, t)
+        for n, ref in profile.numeric.items()
+    ]
+    records += [
+        _categorical_by_day(c, ref, _grouped_series(rows[c], by_day), by_day, profile.rows, t)
+        for c, ref in profile.categorical.items()
+    ]
+    if profile.scores is not None:
+        served = _ByDay.of(scores["snapshot_date"], start, days, [seed, 1])
+        values = served.grouped(scores["probability"].cast(pl.Float64).to_numpy())
+        score = _numeric_by_day(SCORE, "score", profile.scores, values, served, t)
+        # a day with no served score has no score row
+        records.append({**score, "_keep": served.counts > 0})
+    if not records:
+        return pl.DataFrame(schema=DRIFT_SCHEMA | {"snapshot_date": pl.Date})
+
+    def by_day_then_feature(value: Any) -> np.ndarray:
+        return np.stack([np.broadcast_to(r.get(value, True), (days,)) for r in records], axis=1).ravel()
+
+    keep = by_day_then_feature("_keep")
+    nullable = {"psi", "statistic", "ks_statistic", "reference_mean", "current_mean"}
+    nullable |= {"current_null_share", "psi_threshold"}
+    day = np.repeat(np.arange(days), len(records))[keep] + (start - date(1970, 1, 1)).days
+    return pl.DataFrame(
+        [
+            pl.Series(c, by_day_then_feature(c)[keep], dtype, nan_to_null=c in nullable)
+            for c, dtype in DRIFT_SCHEMA.items()
+        ]
+        + [pl.Series("snapshot_date", day, pl.Int32).cast(pl.Date)]
+    )
+
+
+def _grouped_series(column: pl.Series, by_day: _ByDay) -> pl.Series:
+    return column if by_day.order is None else column.gather(by_day.order)
+
+
+def _noise(
+    bound: Callable[[int, int, int], float], floor: float, occupied: np.ndarray, n_ref: int, rows: np.ndarray
+) -> np.ndarray:
+    """Per day: max(floor, bound(occupied bins, n_ref, rows)), as the per-day rows compute it."""
+    return np.array(
+        [max(floor, bound(int(o), n_ref, int(n))) for o, n in zip(occupied, rows, strict=True)],
+        dtype=np.float64,
+    )
+
+
+def _numeric_by_day(
+    name: str, kind: str, ref: NumericProfile, values: np.ndarray, by_day: _ByDay, t: DriftThresholds
+) -> dict[str, Any]:
+    """`_numeric_row` of each day: `values` grouped by day as `by_day` groups them."""
+    days, counts = by_day.counts.size, by_day.counts
+    missing = np.isnan(values)
+    nulls = bool(missing.any())
+    kept, kept_day = (values[~missing], by_day.day[~missing]) if nulls else (values, by_day.day)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        null_share = (by_day.sums(missing) if nulls else np.zeros(days)) / counts
+        inner = np.asarray(ref.edges[1:-1])
+        width = len(ref.counts)
+        bins = np.searchsorted(inner, kept, side="right")
+        current = np.bincount(kept_day * width + bins, minlength=days * width)
+        current = current.reshape(days, width).astype(np.float64)
+        p = _shares_with_nulls(np.asarray(ref.counts, dtype=np.float64), ref.null_share)
+        known = np.where(np.isnan(null_share), 0.0, null_share)
+        total = current.sum(axis=1)
+        shares = np.where(total[:, None] > 0, current * ((1.0 - known) / total)[:, None], 0.0)
+        q = np.column_stack([shares, known])
+        psi = _psi_rows(p, q)
+        occupied = np.count_nonzero(p + q, axis=1)
+        if nulls:
+            mean = np.bincount(kept_day, weights=kept, minlength=days) / np.bincount(kept_day, minlength=days)
+        else:
+            mean = by_day.sums(values) / counts
+    psi_threshold = _noise(psi_noise, t.psi, occupied, _reference_rows(ref), counts)
+
+    sample = values if by_day.whole else values[by_day.sample]
+    sample, sample_day, sizes = _sorted_by_day(sample, by_day.sample_day, days)
+    statistic = ks = np.full(days, math.nan)
+    statistic_threshold = np.full(days, t.wasserstein)
+    if ref.sample and sample.size:
+        w, ks = _wasserstein_ks_by_group(np.asarray(ref.sample), sample, sample_day, sizes)
+        scale = _scale(ref)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            statistic = w / scale if scale > 0 else np.where(w > 0, math.inf, 0.0)
+        statistic = np.where(sizes > 0, statistic, math.nan)
+        noise = np.array([wasserstein_noise(len(ref.sample), int(m)) if m else 0.0 for m in sizes])
+        statistic_threshold = np.maximum(t.wasserstein, noise)
+    with np.errstate(invalid="ignore"):
+        effect = (statistic > statistic_threshold) | (np.abs(null_share - ref.null_share) > t.null_share)
+        drifted = (counts >= t.min_rows) & (psi > psi_threshold) & effect
+    return {
+        "feature": name,
+        "kind": kind,
+        "rows": counts,
+        "psi": psi,
+        "statistic": statistic,
+        "statistic_name": "wasserstein_normed",
+        "ks_statistic": ks,
+        "reference_mean": ref.mean,
+        "current_mean": mean,
+        "reference_null_share": ref.null_share,
+        "current_null_share": null_share,
+        "drifted": drifted,
+        "psi_threshold": psi_threshold,
+        "statistic_threshold": statistic_threshold,
+    }
+
+
+def _sorted_by_day(
+    values: np.ndarray, day: np.ndarray, days: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`values` grouped by `day` (non-decreasing) without NaN, each day's sorted: the values, their
+    days and the count per day."""
+    given = np.bincount(day, minlength=days)
+    width = int(given.max(initial=0))
+    if width and days * width <= 2 * values.size:
+        # each day a row of a padded matrix: sorting many short rows beats one argsort of all
+        # values; +inf pads (and stands for NaN) sort last, and ties with a real +inf are harmless
+        missing = np.isnan(values)
+        padded = np.where(missing, np.inf, values)
+        if given.min() == width:  # as many values every day (days above the sample size)
+            grid = padded.reshape(days, width)
+        else:
+            grid = np.full((days, width), np.inf)
+            grid[day, np.arange(values.size) - (np.cumsum(given) - given)[day]] = padded
+        grid.sort(axis=1)
+        sizes = given - np.bincount(day[missing], minlength=days)
+        return grid[np.arange(width) < sizes[:, None]], np.repeat(np.arange(days), sizes), sizes
+    keep = ~np.isnan(values)
+    values, day = values[keep], day[keep]
+    by_value = np.argsort(values)
+    # a stable sort of small integer codes is a radix sort
+    codes = day[by_value]
+    order = by_value[np.argsort(codes.astype(np.uint16) if days < 2**16 else codes, kind="stable")]
+    return values[order], day[order], np.bincount(day, minlength=days)
+
+
+def _psi_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """`_psi` of each row of shares `q` against reference shares `p`."""
+    p, q = np.maximum(p, EPSILON), np.maximum(q, EPSILON)
+    return np.asarray(np.sum((q - p) * np.log(q / p), axis=1))
+
+
+def _wasserstein_ks_by_group(
+    a: np.ndarray, b: np.ndarray, group: np.ndarray, sizes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_wasserstein_ks(a, b_g)` of every group g: `a` sorted, `b` sorted by (group, value), `sizes`
+    the values per group; NaN for an empty group.
+
+    Between two consecutive values of b_g the CDF of b_g is a constant c, so the area between the
+    CDFs there is the integral of |F_a - c|, which the running integral of F_a gives in O(log |a|):
+    no merged grid of a with every group's values (|a| points per day)."""
+    n_a = a.size
+    # integral of F_a from -inf to a[i]: F_a is i/n_a on [a[i-1], a[i])
+    at_a = np.r_[0.0, np.cumsum(np.arange(1, n_a) / n_a * np.diff(a))]
+
+    def integral(x: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """From -inf to x, given right = searchsorted(a, x, side="right")."""
+        below = np.maximum(right - 1, 0)
+        return np.where(right == 0, 0.0, at_a[below] + (right / n_a) * (x - a[below]))
+
+    starts = np.cumsum(sizes) - sizes
+    # only the last of each run of ties bounds a region [u, v): the CDF of b_g is flat between them
+    boundary = np.r_[b[1:] != b[:-1], True]
+    boundary[(starts + sizes - 1)[sizes > 0]] = True  # a group's last value
+    ends = np.flatnonzero(boundary)
+    in_group = group[ends]
+    m, k, u = sizes[in_group], ends - starts[in_group] + 1, b[ends]
+    last = k == m
+    c = k / m
+    right_u, left_u = np.searchsorted(a, u, side="right"), np.searchsorted(a, u, side="left")
+    # a region ends where the next one starts; the last of a group runs to the end of a
+    v = np.where(last, np.maximum(u, a[-1]), np.r_[u[1:], 0.0])
+    right_v = np.where(last, n_a, np.r_[right_u[1:], 0])
+    left_v = np.r_[left_u[1:], 0]
+    # F_a >= c from the j-th smallest value of a on: below it the area is c - F_a, above F_a - c
+    j = np.minimum((k * n_a + m - 1) // m, n_a) - 1
+    right_a = np.searchsorted(a, a, side="right")
+    cross = np.clip(a[j], u, v)
+    right_cross = np.where(a[j] < u, right_u, np.where(a[j] > v, right_v, right_a[j]))
+    g_u, g_v, g_cross = integral(u, right_u), integral(v, right_v), integral(cross, right_cross)
+    area = np.where(
+        last,
+        (v - u) - (g_v - g_u),
+        c * (cross - u) - (g_cross - g_u) + (g_v - g_cross) - c * (v - cross),
+    )
+    # the CDF gap at each value and just before the next one
+    gap = np.abs(right_u / n_a - c)
+    gap = np.where(last, gap, np.maximum(gap, np.abs(left_v / n_a - c)))
+    present = np.flatnonzero(sizes)
+    first = np.searchsorted(ends, starts[present])  # each group's first region
+    w = np.full(sizes.size, math.nan)
+    ks = np.full(sizes.size, math.nan)
+    w[present] = integral(u[first], right_u[first]) + np.add.reduceat(area, first)
+    ks[present] = np.maximum(left_u[first] / n_a, np.maximum.reduceat(gap, first))
+    return w, ks
+
+
+def _categorical_by_day(
+    name: str,
+    ref: CategoricalProfile,
+    column: pl.Series,
+    by_day: _ByDay,
+    reference_rows: int,
+    t: DriftThresholds,
+) -> dict[str, Any]:
+    """`_categorical_row` of each day: `column` grouped by day as `by_day` groups them."""
+    days, rows = by_day.counts.size, by_day.counts
+    values = column.cast(pl.String)
+    known = values.is_not_null().to_numpy()
+    # every level of the chunk: a level absent on both sides of a day adds exactly 0 to its figures
+    levels = sorted(set(ref.frequencies) | set(values.drop_nulls().unique().to_list()))
+    codes = values.filter(known).cast(pl.Enum(levels)).to_physical().to_numpy().astype(np.int64)
+    width = len(levels)
+    current = np.bincount(by_day.day[known] * width + codes, minlength=days * width).reshape(days, width)
+    nulls = np.bincount(by_day.day[~known], minlength=days)
+    p = np.append([ref.frequencies.get(v, 0.0) * (1.0 - ref.null_share) for v in levels], ref.null_share)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = np.column_stack([current, nulls]) / rows[:, None]
+        psi = _psi_rows(p, q)
+        middle = (p + q) / 2
+
+        def kl(x: np.ndarray) -> np.ndarray:
+            return np.asarray(np.sum(np.where(x > 0, x * np.log2(x / middle), 0.0), axis=1))
+
+        statistic = np.sqrt(np.maximum(0.5 * kl(np.broadcast_to(p, q.shape)) + 0.5 * kl(q), 0.0))
+        null_share = nulls / rows
+    occupied = np.count_nonzero(p + q, axis=1)
+    seen = rows > 0
+    psi = np.where(seen, psi, math.nan)
+    statistic = np.where(seen, statistic, math.nan)
+    psi_threshold = np.where(seen, _noise(psi_noise, t.psi, occupied, reference_rows, rows), t.psi)
+    statistic_threshold = np.where(
+        seen, _noise(js_noise, t.jensen_shannon, occupied, reference_rows, rows), t.jensen_shannon
+    )
+    with np.errstate(invalid="ignore"):
+        drifted = (rows >= t.min_rows) & (psi > psi_threshold) & (statistic > statistic_threshold)
+    return {
+        "feature": name,
+        "kind": "categorical",
+        "rows": rows,
+        "psi": psi,
+        "statistic": statistic,
+        "statistic_name": "jensen_shannon",
+        "ks_statistic": math.nan,
+        "reference_mean": math.nan,
+        "current_mean": math.nan,
+        "reference_null_share": ref.null_share,
+        "current_null_share": null_share,
+        "drifted": drifted,
+        "psi_threshold": psi_threshold,
+        "statistic_threshold": statistic_threshold,
+    }

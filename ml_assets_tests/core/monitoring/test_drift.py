@@ -1,16 +1,20 @@
 import json
 import math
+from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
+from ml_assets.core.models.spec import ModelSpec
 from ml_assets.core.monitoring.drift import (
     SCORE,
     DriftThresholds,
     Profile,
     alarm_reason,
     build_profile,
+    drift_by_day,
     drift_summary,
     feature_drift,
 )
@@ -298,3 +302,46 @@ def test_missing_current_column_fails_loudly(reference):
     profile, _ = reference
     with pytest.raises(pl.exceptions.ColumnNotFoundError):
         feature_drift(profile, pl.DataFrame({"normal_0": [1.0]}))
+
+
+def test_drift_by_day_matches_feature_drift_of_each_day():
+    """Days of 0 to 2,500 rows (above 2,000 the sample is drawn), a day without served scores, nulls,
+    an unseen level, a constant column: the chunked computation is feature_drift day by day."""
+    rng = np.random.default_rng(8)
+    reference = game_frame(5_000, seed=1).with_columns(constant=pl.lit(3.0))
+    profile = build_profile(
+        reference, reference.columns, ["platform"], scores=rng.beta(2, 5, reference.height)
+    )
+    first = date(2024, 5, 1)
+    sizes = [3, 0, 1, 60, 2_500, 7, 400, 0, 2, 1_200, 30]
+    days = []
+    for d, n in enumerate(sizes):
+        frame = game_frame(n, seed=100 + d, shifted=d % 2 == 1).with_columns(
+            constant=pl.lit(3.0 if d != 6 else 4.0)
+        )
+        if d == 3:
+            frame = frame.with_columns(platform=pl.lit("fridge"), count_0=pl.lit(None, pl.Int32))
+        days.append(
+            frame.with_columns(
+                player_id=pl.Series([f"p{i}" for i in range(n)], dtype=pl.String),
+                snapshot_date=pl.lit(first + timedelta(days=d)),
+            )
+        )
+    features = pl.concat(days)
+    served = features.select("snapshot_date", probability=pl.Series(rng.beta(2, 5, features.height)))
+    served = served.filter(pl.col("snapshot_date") != first + timedelta(days=9))
+    thresholds = DriftThresholds(min_rows=50)
+    last = first + timedelta(days=len(sizes) - 1)
+    want = []
+    for d in range(len(sizes)):
+        day = first + timedelta(days=d)
+        rows = features.filter(pl.col("snapshot_date") == day)
+        p = served.filter(pl.col("snapshot_date") == day)["probability"].to_numpy()
+        stats = feature_drift(profile, rows, p if p.size else None, thresholds)
+        want.append(stats.with_columns(snapshot_date=pl.lit(day)))
+    expected = pl.concat(want, how="diagonal_relaxed")
+    assert expected["drifted"].any() and expected["statistic"].is_null().any()
+    spec = ModelSpec(name="churn")
+    for chunk_days in (1, 2, 3, 20):
+        got = drift_by_day(spec, profile, features.lazy(), served.lazy(), first, last, chunk_days, thresholds)
+        assert_frame_equal(got, expected, check_exact=False, rel_tol=1e-9, abs_tol=1e-12)

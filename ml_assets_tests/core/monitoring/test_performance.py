@@ -1,15 +1,22 @@
 import math
+from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
+from ml_assets.core.models.labels import LABEL, outcome_labels
 from ml_assets.core.models.metrics import roc_auc
+from ml_assets.core.models.spec import LabelSpec, ModelSpec
 from ml_assets.core.monitoring.performance import (
+    PERFORMANCE_SCHEMA,
+    SEGMENTS,
     Degradation,
     degradation,
     expected_metrics,
     largest_gap,
+    performance_by_day,
     realized_metrics,
     segment_metrics,
 )
@@ -167,3 +174,152 @@ def test_largest_gap_without_comparable_segments():
     seg = pl.DataFrame({"platform": ["a"], "rows": [10], "roc_auc": [float("nan")]})
     gap = largest_gap(seg)
     assert gap["best"] is None and math.isnan(gap["gap"])
+
+
+DAY0 = date(2024, 3, 1)
+SPEC = ModelSpec(name="churn", label=LabelSpec(kind="rolling", horizon_days=3))
+REFERENCE = {"roc_auc": 0.7, "log_loss": 0.5, "brier": 0.2}
+
+
+@pytest.fixture(scope="module")
+def served():
+    """14 days of scores: a few rows on some days, hundreds on others, segments big, small and null,
+    tied probabilities, two model versions; the events their outcomes come from."""
+    rng = np.random.default_rng(3)
+    sizes = [3, 1, 450, 40, 700, 2, 0, 260, 90, 520, 5, 300, 30, 610]
+    frames = []
+    for d, n in enumerate(sizes):
+        day = DAY0 + timedelta(days=d)
+        players = rng.choice(5000, size=n, replace=False)
+        frames.append(
+            pl.DataFrame(
+                {
+                    "player_id": [f"p{i}" for i in players],
+                    "snapshot_date": [day] * n,
+                    "probability": np.round(rng.beta(2, 3, n), 2),  # ties
+                    "model_version": rng.choice(["v1", "v2"], n).tolist(),
+                    "platform": rng.choice(
+                        ["ios", "android", "web", "tv", None], n, p=[0.45, 0.3, 0.2, 0.04, 0.01]
+                    ).tolist(),
+                    "country": rng.choice(["de", "fr", None], n, p=[0.4, 0.25, 0.35]).tolist(),
+                },
+                schema_overrides={"snapshot_date": pl.Date, "platform": pl.String, "country": pl.String},
+            )
+        )
+    scored = pl.concat(frames)
+    # day 3's players all come back (a matured day with a single class: estimated metrics)
+    back = scored.filter(pl.col("snapshot_date") == DAY0 + timedelta(days=3))["player_id"]
+    events = pl.concat(
+        [
+            pl.DataFrame(
+                {
+                    "player_id": [f"p{i}" for i in rng.choice(5000, size=1500, replace=False)],
+                    "event_date": [DAY0 + timedelta(days=d)] * 1500,
+                }
+            )
+            for d in range(len(sizes) + 4)
+        ]
+        + [pl.DataFrame({"player_id": back, "event_date": [DAY0 + timedelta(days=4)] * back.len()})]
+    ).with_columns(event_type=pl.lit("session"))
+    return scored, events
+
+
+def _reference_day_rows(day, rows, reference, metric, threshold):
+    """The per-day computation performance_by_day replaces, from the public per-frame functions."""
+    p = rows["probability"].to_numpy()
+    matured = rows[LABEL].null_count() == 0 and rows[LABEL].n_unique() == 2
+    current = realized_metrics(rows[LABEL].cast(pl.Float64).to_numpy(), p) if matured else expected_metrics(p)
+    verdict = degradation(reference, current, metric, threshold)
+    base = {"snapshot_date": day, "model_version": rows["model_version"][0]}
+    out = [
+        {
+            **base,
+            "segment_column": "all",
+            "segment": "all",
+            "rows": rows.height,
+            "estimated": not matured,
+            "roc_auc": current.get("roc_auc"),
+            "log_loss": current.get("log_loss"),
+            "brier": current.get("brier"),
+            "ece": current.get("ece"),
+            "expected_roc_auc": expected_metrics(p)["roc_auc"],
+            "reference_roc_auc": reference.get("roc_auc"),
+            "relative_drop": verdict.relative_drop,
+            "degraded": verdict.degraded,
+            "reason": verdict.reason,
+        }
+    ]
+    for column in SEGMENTS:
+        seg = segment_metrics(rows, column, label=LABEL if matured else None)
+        gap = largest_gap(seg)
+        for r in seg.iter_rows(named=True):
+            out.append(
+                {
+                    **base,
+                    "segment_column": column,
+                    "segment": r[column],
+                    "rows": r["rows"],
+                    "estimated": r["estimated"],
+                    "roc_auc": r["roc_auc"],
+                    "log_loss": r["log_loss"],
+                    "reason": f"largest {column} gap {gap['gap']:.3f}: {gap['best']}/{gap['worst']}",
+                }
+            )
+    return out
+
+
+def _reference(scored, events, last_landed, metric, reference=REFERENCE):
+    labelled = outcome_labels(SPEC, scored, events.lazy(), last_landed)
+    out = []
+    for (day,), rows in sorted(labelled.partition_by("snapshot_date", as_dict=True).items()):
+        out.extend(_reference_day_rows(day, rows, reference, metric, 0.05))
+    return pl.DataFrame(out, schema=PERFORMANCE_SCHEMA)
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "log_loss", "brier"])
+@pytest.mark.parametrize("attributes", [True, False])
+def test_performance_by_day_matches_the_per_day_computation(served, metric, attributes):
+    scored, events = served
+    if not attributes:  # a log without segment attributes: one segment a day
+        scored = scored.with_columns(platform=pl.lit(None, pl.String), country=pl.lit("de"))
+    last_landed = DAY0 + timedelta(days=12)  # the last few days have not matured
+    want = _reference(scored, events, last_landed, metric)
+    assert want["estimated"].any() and not want["estimated"].all()
+    segments = {"(other)", "(null)", "ios"} if attributes else {"all", "(other)", "(null)", "de"}
+    assert segments <= set(want["segment"].to_list())
+    for chunk_days in (1, 3, 30):
+        got = performance_by_day(
+            SPEC,
+            REFERENCE,
+            scored.lazy(),
+            events.lazy(),
+            DAY0 - timedelta(days=2),
+            DAY0 + timedelta(days=15),
+            last_landed,
+            chunk_days,
+            metric,
+        )
+        assert_frame_equal(got, want, check_exact=False, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_performance_by_day_other_metrics_take_the_per_day_path(served):
+    scored, events = served
+    # days with both classes: the per-day functions give no lift for an estimated day
+    both = scored.filter(
+        (pl.col("snapshot_date") != DAY0 + timedelta(days=3)) & (pl.len().over("snapshot_date") >= 30)
+    )
+    last_landed = DAY0 + timedelta(days=30)
+    reference = REFERENCE | {"lift_top_decile": 2.0}
+    want = _reference(both, events, last_landed, "lift_top_decile", reference)
+    got = performance_by_day(
+        SPEC,
+        reference,
+        both.lazy(),
+        events.lazy(),
+        DAY0,
+        DAY0 + timedelta(days=13),
+        last_landed,
+        7,
+        "lift_top_decile",
+    )
+    assert_frame_equal(got, want, check_exact=False, rel_tol=1e-9, abs_tol=1e-12)
