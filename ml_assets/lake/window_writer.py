@@ -100,6 +100,14 @@ def _write_file(files: Folder, relative: str, rows: pl.DataFrame) -> int:
     return buffer.getbuffer().nbytes
 
 
+# A piece with fewer rows than this per partition value waits for the next before its files are
+# written, up to HELD_BYTES: a file costs about 4 ms whatever its rows (90 float columns), and a
+# long log of thin days cut into player pieces wrote each day once per piece (CDNOW's features:
+# 5 pieces x 546 days = 2,537 files; in one write, 546 and 9.8 -> 4.0 s)
+MIN_FILE_ROWS = 4096
+HELD_BYTES = 256 * 2**20
+
+
 class WindowWriter:
     """Writes pieces of a window as Parquet files in a Delta table's folder, then commits once."""
 
@@ -108,12 +116,25 @@ class WindowWriter:
         self.column = column
         self.actions: list[AddAction] = []
         self.columns: list[str] | None = None
+        self.held: list[pl.DataFrame] = []
 
     def write(self, piece: pl.DataFrame) -> None:
-        """Write `piece` as one file per value of the partition column (not stored in the files)."""
+        """Write `piece` as one file per value of the partition column (not stored in the files);
+        pieces of a few rows per value are held and written together (`MIN_FILE_ROWS`)."""
         if self.columns is None:
             self.columns = [c for c in piece.columns if c != self.column]
-        self.add(write_piece_files(self.uri, self.column, piece.select(self.column, *self.columns)))
+        self.held.append(piece.select(self.column, *self.columns))
+        rows = sum(p.height for p in self.held)
+        values = pl.concat([p[self.column] for p in self.held]).n_unique()
+        if rows >= MIN_FILE_ROWS * values or sum(p.estimated_size() for p in self.held) >= HELD_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the held pieces' files now."""
+        if self.held:
+            rows = self.held[0] if len(self.held) == 1 else pl.concat(self.held, rechunk=False)
+            self.held = []
+            self.add(write_piece_files(self.uri, self.column, rows))
 
     def add(self, added: Iterable[dict[str, Any]]) -> None:
         """Files already written into the table folder (`write_piece_files`), for the commit."""
@@ -124,6 +145,7 @@ class WindowWriter:
 
         Creates the table (partitioned by the column) when it does not exist. Returns the new version.
         """
+        self.flush()
         arrow_schema = Schema.from_arrow(schema_frame.head(0).to_arrow().schema)
         table = open_table(self.uri)
         if table is None:

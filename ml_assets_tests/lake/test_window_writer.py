@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 from deltalake import DeltaTable
 
+from ml_assets.lake import window_writer
 from ml_assets.lake.io_manager import DeltaLakeIOManager, FrameChunks
 from ml_assets.lake.tables import committed_rows, newest_value, rows_per_day
 
@@ -63,14 +64,26 @@ def test_pieces_land_in_one_commit_and_a_rerun_replaces_only_its_window(tmp_path
     assert by_day[date(2025, 1, 2)] == by_day[date(2025, 1, 5)] == 1
     # partition pruning sees the partition column; min/max statistics are recorded per file
     files = pl.DataFrame(DeltaTable(f"{root}/pieces").get_add_actions(flatten=True))
-    assert files.height == 20
+    assert files.height == 10  # the two thin pieces are written together: a file per day, not two
     assert files["num_records"].sum() == 20
     assert files["null_count.player"].sum() == 0
-    assert files.filter(pl.col("partition.day") == date(2025, 1, 3))["min.x"].to_list() == [2, 2]
-    assert files.filter(pl.col("partition.day") == date(2025, 1, 5))["max.x"].to_list() == [1, 1]
+    assert files.filter(pl.col("partition.day") == date(2025, 1, 3))["min.x"].to_list() == [2]
+    assert files.filter(pl.col("partition.day") == date(2025, 1, 5))["max.x"].to_list() == [1]
     # delta-rs' own reader agrees (not only Polars'): files, partition values and types line up
     arrow = DeltaTable(f"{root}/pieces").to_pyarrow_table()
     assert arrow.num_rows == 20 and set(arrow.column_names) == {"player", "day", "x"}
+
+
+def test_pieces_with_many_rows_a_day_are_written_as_they_come(tmp_path, monkeypatch):
+    monkeypatch.setattr(window_writer, "MIN_FILE_ROWS", 1)  # every piece holds enough rows a day
+    writer = window_writer.WindowWriter(str(tmp_path / "t"), "day")
+    days = pl.date_range(date(2025, 1, 1), date(2025, 1, 3), eager=True)
+    for player in ["a", "b"]:
+        writer.write(pl.DataFrame({"player": player, "day": days, "x": 1}))
+        assert not writer.held  # written, not held
+    assert len(writer.actions) == 6
+    writer.commit(pl.DataFrame({"day": days, "player": "a", "x": 1}), date(2025, 1, 1), date(2025, 1, 4))
+    assert pl.read_delta(str(tmp_path / "t")).height == 6
 
 
 def test_a_crash_between_pieces_leaves_the_previous_version(tmp_path):
