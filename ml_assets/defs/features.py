@@ -36,7 +36,7 @@ from ml_assets.lake.tables import (
     EVENT_TYPE_COUNTS,
     PLAYER_FEATURES,
     PLAYER_STATE,
-    open_table,
+    latest_table,
 )
 
 
@@ -68,7 +68,7 @@ def feature_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.
         first, last = run_window(context)
         before = first - ONE_DAY
         _require(context, EVENT_TYPE_COUNTS, before, before)
-        table = open_table(lake.table_uri(EVENT_TYPE_COUNTS))
+        table = latest_table(lake.table_uri(EVENT_TYPE_COUNTS))
         prior = None
         if table is not None:
             prior = pl.scan_delta(table).filter(pl.col("event_date") == before).collect()
@@ -100,7 +100,7 @@ def feature_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.
         _require(context, PLAYER_STATE, first - timedelta(days=CARRY_DAYS), first - ONE_DAY)
         vocab = vocabulary_from_counts(event_type_counts, last, None)
         vocab = state_vocabulary(vocab.types, vocab.valued)
-        table = open_table(lake.table_uri(PLAYER_STATE))
+        table = latest_table(lake.table_uri(PLAYER_STATE))
         stored = pl.scan_delta(table) if table is not None else None
         chunk_days = lake.piece_days(CLEAN_EVENTS, first, last)
         metadata = {"event_types": len(vocab.types), "days_per_piece": chunk_days}

@@ -14,9 +14,9 @@ from ml_assets.lake.tables import (
     PLAYER_FEATURES,
     RAW_EVENTS,
     SNAPSHOT_COLUMN,
+    latest_table,
     model_assets,
     newest_value,
-    open_table,
 )
 
 # The column that says how recent a table's data is.
@@ -76,7 +76,7 @@ def _freshness_check(table: str, column: str, hours: float) -> dg.AssetChecksDef
     )
     def check(lake: LakeResource) -> dg.AssetCheckResult:
         uri = lake.table_uri(table)
-        delta = open_table(uri)
+        delta = latest_table(uri)
         if delta is None:
             return dg.AssetCheckResult(passed=False, metadata={"reason": "table not written yet"})
         history = delta.history(1)

@@ -23,7 +23,7 @@ from dagster._core.execution.context.metadata_logging import AssetMetadataHandle
 from deltalake import DeltaTable, write_deltalake
 
 from ml_assets.lake.io_base import LakeWriterIOManager
-from ml_assets.lake.tables import open_table, table_uri
+from ml_assets.lake.tables import latest_table, open_table, table_uri
 from ml_assets.lake.window_writer import WindowWriter, same_schema
 
 PARTITION_EXPR = "partition_expr"
@@ -301,7 +301,8 @@ class DeltaLakeIOManager(LakeWriterIOManager):
         _describe(context, {**table_metadata(empty, uri, version), "dagster/row_count": obj.rows.total()})
 
     def _exists(self, uri: str) -> bool:
-        return open_table(uri, self._options()) is not None
+        table = open_table(uri, self._options()) if self._options() else latest_table(uri)
+        return table is not None
 
     def _replace_window(self, frame: pl.DataFrame, uri: str, column: str, predicate: str) -> int:
         if not self._exists(uri):
@@ -323,7 +324,8 @@ class DeltaLakeIOManager(LakeWriterIOManager):
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame | pl.LazyFrame:
         uri = asset_table_uri(self.root_uri, context.asset_key)
-        frame = pl.scan_delta(uri, storage_options=self._options())
+        local = None if self._options() else latest_table(uri)
+        frame = pl.scan_delta(local if local is not None else uri, storage_options=self._options())
         if context.has_asset_partitions:
             upstream = context.upstream_output
             column = upstream.definition_metadata[PARTITION_EXPR] if upstream else None

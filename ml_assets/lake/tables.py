@@ -6,8 +6,10 @@ name tables through here. No Dagster import: the core's registry and experiment 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -138,6 +140,44 @@ def open_table(uri: str, storage_options: dict[str, str] | None = None) -> Delta
         return None
 
 
+# Local tables this process has opened, with the commit file of the version it holds: opening a
+# table replays a log of one file per day of history (23 ms for 361 days against 10 ms for 48),
+# bringing an open one up to date reads only the commits since (about 1 ms)
+_LATEST: dict[str, tuple[DeltaTable, Path, int]] = {}
+_LATEST_LOCK = threading.Lock()
+
+
+def latest_table(uri: str) -> DeltaTable | None:
+    """`open_table`, for the run process's sequential steps: a local table opened before in this
+    process is brought up to date (`update_incremental`) instead of opened again, unless its
+    commit file changed or went (a table removed and written anew). The object is shared: callers
+    use it and drop it, they do not keep it across steps. Object-store tables are opened anew."""
+    if "://" in uri and not uri.startswith("file://"):
+        return open_table(uri)
+    with _LATEST_LOCK:
+        held = _LATEST.get(uri)
+        if held is not None and _commit_stamp(held[1]) == held[2]:
+            table = held[0]
+            table.update_incremental()
+        else:
+            opened = open_table(uri)
+            if opened is None:
+                _LATEST.pop(uri, None)
+                return None
+            table = opened
+        commit = Path(uri.removeprefix("file://")) / "_delta_log" / f"{table.version():020d}.json"
+        _LATEST[uri] = (table, commit, _commit_stamp(commit))
+        return table
+
+
+def _commit_stamp(commit: Path) -> int:
+    """The commit file's modification time (ns), or -1 when it is gone."""
+    try:
+        return commit.stat().st_mtime_ns
+    except FileNotFoundError:
+        return -1
+
+
 def delta_version(uri: str, storage_options: dict[str, str] | None = None) -> int | None:
     """The table's current Delta version, or None when it has not been written yet."""
     table = open_table(uri, storage_options)
@@ -147,7 +187,7 @@ def delta_version(uri: str, storage_options: dict[str, str] | None = None) -> in
 def committed_rows(uri: str, column: str, first: date, last: date) -> int:
     """Rows of the committed table at `uri` whose day partition `column` falls in [first, last] (0: no
     table): the file statistics of the Delta log when every such file has them, else counted."""
-    table = open_table(uri)
+    table = latest_table(uri)
     if table is None:
         return 0
     files = _files_by_day(table, column)
@@ -173,7 +213,7 @@ def _files_by_day(table: DeltaTable, column: str) -> pl.DataFrame | None:
 
 def prior_clean_ids(uri: str, first: date, last: date) -> pl.DataFrame:
     """event_id and event_date of the committed clean events of days [first, last] (none: no table)."""
-    table = open_table(uri)
+    table = latest_table(uri)
     if table is None or last < first:
         return pl.DataFrame(schema={"event_id": pl.String, "event_date": pl.Date})
     scan = pl.scan_delta(table).filter(pl.col("event_date").is_between(first, last))
@@ -184,7 +224,7 @@ def rows_per_day(uri: str, column: str, first: date, last: date) -> list[int]:
     """Rows of each day of [first, last] in the committed table at `uri` partitioned by day `column`,
     from the Delta log's file statistics (no data is read); zeros when there is no table."""
     days = pl.date_range(first, last, eager=True).alias("day")
-    table = open_table(uri)
+    table = latest_table(uri)
     files = None if table is None or last < first else _files_by_day(table, column)
     if files is None:
         return [0] * days.len()

@@ -23,7 +23,7 @@ from deltalake import DeltaTable, Schema
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
 from ml_assets.lake.files import Folder, LocalFolder, folder
-from ml_assets.lake.tables import open_table
+from ml_assets.lake.tables import latest_table
 
 _STATS_MINMAX = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64, pl.Date)
 
@@ -147,7 +147,7 @@ class WindowWriter:
         """
         self.flush()
         arrow_schema = Schema.from_arrow(schema_frame.head(0).to_arrow().schema)
-        table = open_table(self.uri)
+        table = latest_table(self.uri)
         if table is None:
             # no committed version yet: a folder a killed first write left behind counts as no table
             create_table_with_add_actions(
