@@ -11,9 +11,8 @@ This subclass keeps one engine per shard with SQLAlchemy's default pool, for the
 the most recently used run shards, so a connection and its compiled statements are reused. It also
 stores a step's batch of asset events (Dagster's `DAGSTER_EVENT_BATCH_SIZE` batching, which it turns
 on: one batch per ranged output) in one transaction per shard instead of two commits per event:
-measured on the CDNOW long log (546 days, 4,900 materializations), that took the commits from
-10,300 to about 30. Storage
-format, tables and queries are Dagster's own: a home can switch between the two classes freely.
+on the CDNOW long log (546 days, 4,900 materializations) the commits went from 10,300 to about 30.
+Storage format, tables and queries are Dagster's own: a home can switch between the two classes freely.
 Locks are only held inside transactions, so the daemon, the webserver and CLI runs still share the
 files as with Dagster's class.
 """

@@ -106,10 +106,9 @@ def event_defs(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.De
 
         def clean_pieces() -> Iterator[pl.DataFrame]:
             nonlocal earlier
-            # a week of event days at a time, each checked against the ids of the horizon before it
-            # chunk_days exactly, not grown by rows (`lake.piece_days`): within a piece every later
-            # copy of an id is a duplicate and its clean ids are unique (the schema check), while
-            # copies further apart than the dedup horizon are distinct events
+            # a week of event days at a time, each checked against the ids of the horizon before it;
+            # not grown by rows (`lake.piece_days`): within a piece every later copy of an id is a
+            # duplicate, while copies further apart than the dedup horizon are distinct events
             for start, end in day_chunks(first, last, settings.features.chunk_days):
                 raw = raw_events.filter(pl.col("partition_date").is_between(start, end)).collect()
                 raw_rows[0] += raw.height

@@ -237,11 +237,10 @@ def newest_value(table: DeltaTable, column: str, partition_column: str) -> Any:
     `partition_column` that has one, reading only that day: rows are partitioned by their own day,
     so that is the table's newest value without a read of its whole history (rows filed by delivery
     day because their time was implausible count only on that day). None: no such value."""
-    files = pl.DataFrame(table.get_add_actions(flatten=True))
-    key = f"partition.{partition_column}"
-    if files.is_empty():
+    files = _files_by_day(table, partition_column)
+    if files is None or files.is_empty():
         return None
-    days = files[key].cast(pl.Date).unique().sort(descending=True)
+    days = files["day"].unique().sort(descending=True)
     if column == partition_column:
         return days[0]
     scan = pl.scan_delta(table)
