@@ -12,6 +12,11 @@ the most recently used run shards, so a connection and its compiled statements a
 stores a step's batch of asset events (Dagster's `DAGSTER_EVENT_BATCH_SIZE` batching, which it turns
 on: one batch per ranged output) in one transaction per shard instead of two commits per event:
 on the CDNOW long log (546 days, 4,900 materializations) the commits went from 10,300 to about 30.
+Its connections write with `PRAGMA synchronous=NORMAL` (Dagster's files are WAL databases, whose
+default FULL syncs the disk at every commit: 1.9 ms a commit on this machine against 0.02 ms, and a
+daily run commits a few hundred times). In WAL mode that keeps the database consistent through any
+crash; what a power cut can lose is the last commits' events, of runs that then show as failed. A
+new shard's tables are created in WAL mode too, not with a synced journal per statement.
 Storage format, tables and queries are Dagster's own: a home can switch between the two classes freely.
 Locks are only held inside transactions, so the daemon, the webserver and CLI runs still share the
 files as with Dagster's class.
@@ -38,6 +43,7 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
 from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._serdes import ConfigurableClassData, serialize_value
 from sqlalchemy import create_engine
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.engine import Connection, Engine
 
 # Run shards kept open at once: the running run's and a few the webserver reads; the index is always kept
@@ -48,6 +54,15 @@ INDEX_SHARD = "index"
 EVENT_BATCH_SIZE = "1000"
 BATCH_SIZE_VARIABLE = "DAGSTER_EVENT_BATCH_SIZE"
 BATCHED = ASSET_EVENTS | ASSET_CHECK_EVENTS
+
+
+def _sync_at_checkpoints(dbapi_connection: Any, _record: Any) -> None:
+    # WAL first (a no-op on Dagster's files, which are WAL already; a new file's tables are then
+    # created without a synced rollback journal per statement), then sync at checkpoints only
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
@@ -94,6 +109,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         engine = create_engine(
             self.conn_string_for_shard(shard), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
         )
+        sqlalchemy_event.listen(engine, "connect", _sync_at_checkpoints)
         if shard not in self._initialized_dbs:
             self._initdb(engine)
             self._initialized_dbs.add(shard)

@@ -210,7 +210,7 @@ class DeltaLakeIOManager(LakeWriterIOManager):
                 storage_options=self._options(),
                 delta_write_options={"schema_mode": "overwrite"},
             )
-            version = DeltaTable(uri, storage_options=self._options()).version()
+            version = self._version(uri)
         _describe(context, table_metadata(frame, uri, version))
 
     @staticmethod
@@ -231,9 +231,7 @@ class DeltaLakeIOManager(LakeWriterIOManager):
         counted = _PartitionRows(column)
         pieces = obj.frames(lambda piece: _refuse_outside(context, piece, column, start, end))
         first = next(pieces, None)
-        if first is not None and (
-            not exists or same_schema(DeltaTable(uri, storage_options=self._options()), first)
-        ):
+        if first is not None and (not exists or same_schema(self._table(uri), first)):
             writer = WindowWriter(uri, column)
             for piece in itertools.chain([first], pieces):
                 writer.write(piece)
@@ -253,7 +251,7 @@ class DeltaLakeIOManager(LakeWriterIOManager):
         streamed = obj.stream(check)
         if streamed is None:
             if exists:  # nothing for this window any more: the rerun still replaces what was there
-                DeltaTable(uri, storage_options=self._options()).delete(predicate)
+                self._table(uri).delete(predicate)
             context.add_output_metadata({"dagster/row_count": 0})
             counted.report(context)
             return
@@ -272,7 +270,7 @@ class DeltaLakeIOManager(LakeWriterIOManager):
             write_deltalake(
                 uri, reader, mode="append", partition_by=[column], storage_options=self._options()
             )
-        version = DeltaTable(uri, storage_options=self._options()).version()
+        version = self._version(uri)
         counted.report(context)
         empty = pl.DataFrame(schema=obj.schema)
         _describe(context, {**table_metadata(empty, uri, version), "dagster/row_count": obj.rows})
@@ -287,7 +285,7 @@ class DeltaLakeIOManager(LakeWriterIOManager):
                 f"the partition window [{start}, {end}); refusing to commit them"
             )
         empty = pl.DataFrame(schema=obj.schema)
-        if obj.schema is None or (self._exists(uri) and not same_schema(DeltaTable(uri), empty)):
+        if obj.schema is None or (self._exists(uri) and not same_schema(self._table(uri), empty)):
             # no rows, or a new column (schema merge): the chunked path, over the files read back
             # (rare: new event types); the files written stay unreferenced until a VACUUM
             self._write_chunks(context, FrameChunks(_read_back(uri, column, obj)))
@@ -300,9 +298,22 @@ class DeltaLakeIOManager(LakeWriterIOManager):
         counted.report(context)
         _describe(context, {**table_metadata(empty, uri, version), "dagster/row_count": obj.rows.total()})
 
+    def _open(self, uri: str) -> DeltaTable | None:
+        # local tables stay open in the run process (`latest_table`): opening one anew replays
+        # the add actions of every file of its history, which a daily run should not pay for
+        return open_table(uri, self._options()) if self._options() else latest_table(uri)
+
     def _exists(self, uri: str) -> bool:
-        table = open_table(uri, self._options()) if self._options() else latest_table(uri)
-        return table is not None
+        return self._open(uri) is not None
+
+    def _table(self, uri: str) -> DeltaTable:
+        table = self._open(uri)
+        if table is None:
+            raise FileNotFoundError(f"no Delta table at {uri}")
+        return table
+
+    def _version(self, uri: str) -> int:
+        return int(self._table(uri).version())
 
     def _replace_window(self, frame: pl.DataFrame, uri: str, column: str, predicate: str) -> int:
         if not self._exists(uri):
@@ -320,7 +331,7 @@ class DeltaLakeIOManager(LakeWriterIOManager):
                 storage_options=self._options(),
                 delta_write_options={"predicate": predicate, "schema_mode": "merge"},
             )
-        return DeltaTable(uri, storage_options=self._options()).version()
+        return self._version(uri)
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame | pl.LazyFrame:
         uri = asset_table_uri(self.root_uri, context.asset_key)

@@ -153,7 +153,7 @@ class WindowWriter:
             create_table_with_add_actions(
                 self.uri, arrow_schema, self.actions, mode="error", partition_by=[self.column]
             )
-            return DeltaTable(self.uri).version()
+            return _version(self.uri)
         now = int(time.time() * 1000)
         removes = [
             RemoveAction(
@@ -165,7 +165,15 @@ class WindowWriter:
         table.create_write_transaction(
             actions, mode="append", schema=arrow_schema, partition_by=[self.column]
         )
-        return DeltaTable(self.uri).version()
+        return _version(self.uri)
+
+
+def _version(uri: str) -> int:
+    # the open table brought up to date reads only the new commit, not every file's add action
+    table = latest_table(uri)
+    if table is None:
+        raise FileNotFoundError(f"no Delta table at {uri} after committing to it")
+    return int(table.version())
 
 
 def _files_in_window(

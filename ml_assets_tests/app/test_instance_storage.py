@@ -2,6 +2,7 @@
 by Dagster's own class, with a bounded number of run shards kept open."""
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,6 +80,21 @@ def test_run_shards_kept_open_are_bounded_and_each_run_reads_back(dagster_home, 
         assert all(storage.get_logs_for_run(run_id) for run_id in run_ids)
         materialized = storage.get_materialized_partitions(dg.AssetKey("daily"))
         assert materialized == set(DAYS.get_partition_keys())
+
+
+def test_connections_sync_at_checkpoints_and_new_run_files_are_wal(dagster_home):
+    with dg.DagsterInstance.get() as instance:
+        storage = instance.event_log_storage
+        assert isinstance(storage, PooledSqliteEventLogStorage)
+        run_id = _range_run(instance).run_id
+        for shard in (instance_storage.INDEX_SHARD, run_id):
+            with storage._connect(shard) as conn:
+                # 1 = NORMAL: commits are not synced to disk one by one (2 = FULL, SQLite's default)
+                assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+        # the setting is per connection; the journal mode is the file's own, as Dagster's class reads it
+        with sqlite3.connect(Path(storage._base_dir) / f"{run_id}.db") as plain:
+            assert plain.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            assert plain.execute("PRAGMA synchronous").fetchone() == (2,)
 
 
 def test_existing_homes_get_the_storage_unless_they_configure_their_own(tmp_path):

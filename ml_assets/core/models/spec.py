@@ -101,8 +101,10 @@ class ModelSpec:
     explain_top: int = 3
     # Reasons cost about 35 predictions each, so by default only what a user acts on gets them: rows
     # of the partitions' newest `explain_days` days (0: none, so a historical backfill scores
-    # without reasons), and of those each day's `explain_share` with the highest scores (1: all)
-    explain_days: int = 7
+    # without reasons), and of those each day's `explain_share` with the highest scores (1: all).
+    # One day: the daily run explains its day, and a backfill explains only today's list (a week
+    # of 100k players at 25% was 175k SHAP rows, ~45 s of a 10M-event graph run)
+    explain_days: int = 1
     explain_share: float = 0.25
 
     def as_dict(self) -> dict[str, Any]:
