@@ -60,6 +60,43 @@ class OnlineRow:
 
 
 @dataclass(frozen=True)
+class EncodedRows:
+    """Rows ready for a store, as columns: features already JSON text, times already numbers.
+
+    What `OnlineStore.write_encoded` takes: the online_features asset builds one for every player
+    in a few vectorized steps (`online_batch`) instead of one `OnlineRow` and one `json.dumps` each.
+    """
+
+    player_ids: list[str]
+    as_of: list[str]  # ISO days: string order is day order in both stores
+    updated_at: list[float]  # unix seconds
+    sources: list[str]
+    features: list[str]  # JSON objects, non-finite floats as null
+
+    def __post_init__(self) -> None:
+        n = len(self.player_ids)
+        if any(len(c) != n for c in (self.as_of, self.updated_at, self.sources, self.features)):
+            raise ValueError("EncodedRows: every column must hold one value per player")
+        unknown = set(self.sources) - set(SOURCES)
+        if unknown:
+            raise ValueError(f"EncodedRows: source must be one of {SOURCES}, got {sorted(unknown)}")
+
+    def __len__(self) -> int:
+        return len(self.player_ids)
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[OnlineRow]) -> EncodedRows:
+        """`rows` encoded one by one; a value JSON cannot hold raises TypeError naming the player."""
+        return cls(
+            player_ids=[r.player_id for r in rows],
+            as_of=[r.as_of.isoformat() for r in rows],
+            updated_at=[r.updated_at.timestamp() for r in rows],
+            sources=[r.source for r in rows],
+            features=[encode_features(r.player_id, r.features) for r in rows],
+        )
+
+
+@dataclass(frozen=True)
 class StoreStatus:
     """Size and freshness of a store, for `ml-assets status` and the prediction server's health."""
 
@@ -80,6 +117,10 @@ class OnlineStore(Protocol):
 
     def write(self, rows: Sequence[OnlineRow]) -> int:
         """Upsert `rows` in bulk; the number of rows that were inserted or replaced one."""
+        ...
+
+    def write_encoded(self, rows: EncodedRows) -> int:
+        """`write` for rows already encoded (same upsert rule); the number inserted or replaced."""
         ...
 
     def get(self, player_ids: Sequence[str], now: datetime | None = None) -> dict[str, OnlineRow]:
@@ -239,18 +280,13 @@ class SqliteOnlineStore:
 
     def write(self, rows: Sequence[OnlineRow]) -> int:
         """Upsert `rows` in one transaction; the number of rows that were inserted or replaced one."""
-        if not rows:
+        return self.write_encoded(EncodedRows.from_rows(rows))
+
+    def write_encoded(self, rows: EncodedRows) -> int:
+        """Upsert encoded `rows` in one transaction; the number inserted or replaced."""
+        if not len(rows):
             return 0
-        params = [
-            (
-                r.player_id,
-                r.as_of.isoformat(),
-                r.updated_at.timestamp(),
-                r.source,
-                encode_features(r.player_id, r.features),
-            )
-            for r in rows
-        ]
+        params = zip(rows.player_ids, rows.as_of, rows.updated_at, rows.sources, rows.features, strict=True)
         with self._errors("write"):
             conn = self._conn()
             before = conn.total_changes
@@ -403,20 +439,25 @@ class RedisOnlineStore:
 
     def write(self, rows: Sequence[OnlineRow]) -> int:
         """Upsert `rows` through pipelines of the Lua upsert; the number inserted or replaced."""
+        return self.write_encoded(EncodedRows.from_rows(rows))
+
+    def write_encoded(self, rows: EncodedRows) -> int:
+        """Upsert encoded `rows` through pipelines of the Lua upsert; the number inserted or replaced."""
         ttl = max(1, math.ceil(self.ttl_seconds))  # EXPIRE takes whole seconds
         written = 0
         with self._errors("write"):
             for start in range(0, len(rows), REDIS_CHUNK):
                 pipe = self._client.pipeline(transaction=False)
-                for r in rows[start : start + REDIS_CHUNK]:
+                for i in range(start, min(start + REDIS_CHUNK, len(rows))):
                     args: list[str | int] = [
-                        r.as_of.isoformat(),
-                        repr(r.updated_at.timestamp()),
-                        r.source,
-                        encode_features(r.player_id, r.features),
+                        rows.as_of[i],
+                        repr(rows.updated_at[i]),
+                        rows.sources[i],
+                        rows.features[i],
                         ttl,
                     ]
-                    self._upsert(keys=[self._key(r.player_id), self._status_key], args=args, client=pipe)
+                    keys = [self._key(rows.player_ids[i]), self._status_key]
+                    self._upsert(keys=keys, args=args, client=pipe)
                 written += sum(int(x) for x in pipe.execute())
         return written
 

@@ -39,7 +39,7 @@ from ml_assets.core.features.state import (
 from ml_assets.core.settings import Settings
 from ml_assets.lake.files import write_atomic
 from ml_assets.lake.tables import EVENT_TYPE_COUNTS, PLAYER_STATE, open_table, table_uri
-from ml_assets.serving.online_features import online_rows
+from ml_assets.serving.online_features import online_batch
 from ml_assets.serving.online_store import OnlineStore
 
 LOG = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ class WarmPath:
         features = self.settings.features
         rows = warm_features(state, counts, clean, day, features.windows, features.max_event_types)
         written_at = datetime.now(UTC)
-        self.store.write(online_rows(rows, written_at, "warm"))
+        self.store.write_encoded(online_batch(rows, written_at, "warm"))
         received = fresh.filter(pl.col("event_id").is_in(list(fresh_ids)))["received_at"].min()
         lag = (written_at - received).total_seconds() if isinstance(received, datetime) else None
         self._applied |= fresh_ids

@@ -13,9 +13,11 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import redis
 
+from ml_assets.serving.online_features import online_batch, online_rows
 from ml_assets.serving.online_store import (
     OnlineRow,
     OnlineStore,
@@ -136,6 +138,31 @@ def test_bulk_write_then_batch_get_round_trips_features(store):
     }
     assert type(p150.features["events_7d"]) is int and type(p150.features["spend_30d"]) is float
     assert got["p0"].features["spend_30d"] == 0.0 and type(got["p0"].features["spend_30d"]) is float
+
+
+def test_encoded_rows_write_as_rows_do(store):
+    now = datetime.now(UTC).replace(microsecond=654321)
+    frame = pl.DataFrame(
+        {
+            "player_id": ["a", "b", "a"],
+            "snapshot_date": [YESTERDAY, TODAY, TODAY],
+            "spend": [1.25, math.nan, 1 / 3],
+            "events": [3, None, 4],
+            "country": ["fr", 'é"x', None],
+        }
+    )
+    assert store.write_encoded(online_batch(frame, now, "batch")) == 2
+    got = store.get(["a", "b"])
+    expected = {r.player_id: r for r in online_rows(frame, now, "batch")}
+    assert got["a"] == expected["a"] and got["a"].features == {"spend": 1 / 3, "events": 4, "country": None}
+    assert got["b"].features == {"spend": None, "events": None, "country": 'é"x'}
+    assert got["b"].as_of == TODAY and got["b"].updated_at == now and got["b"].source == "batch"
+    # the same upsert rule: an identical re-write is a no-op, a newer one replaces
+    assert store.write_encoded(online_batch(frame, now, "batch")) == 0
+    assert store.write_encoded(online_batch(frame, now + timedelta(seconds=1), "warm")) == 2
+    assert store.get(["a"])["a"].source == "warm"
+    assert store.write_encoded(online_batch(frame.clear(), now, "batch")) == 0
+    assert store.status().rows == 2
 
 
 def test_features_json_cannot_hold_are_rejected(store):
