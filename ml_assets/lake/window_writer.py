@@ -14,7 +14,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date
 from typing import Any
 
@@ -70,7 +70,7 @@ def write_piece_files(table_uri: str, column: str, piece: pl.DataFrame) -> list[
     files = folder(table_uri)
     stats = partition_stats(piece, column)
     added = []
-    for (value,), rows in piece.partition_by(column, as_dict=True, include_key=False).items():
+    for value, rows in _by_value(piece, column):
         text = value.isoformat() if isinstance(value, date) else str(value)
         relative = f"{column}={text}/part-{uuid.uuid4().hex}.zstd.parquet"
         added.append(
@@ -84,6 +84,18 @@ def write_piece_files(table_uri: str, column: str, piece: pl.DataFrame) -> list[
             }
         )
     return added
+
+
+def _by_value(piece: pl.DataFrame, column: str) -> Iterator[tuple[Any, pl.DataFrame]]:
+    """Each value of `column` in ascending order with its rows (in their order), without the column."""
+    # one stable sort (a gather per column) then zero-copy slices: partition_by gathers every
+    # column once per value, 2.3x the time on a 475k-row, 95-column piece of 90 days
+    rows = piece if piece[column].is_sorted() else piece.sort(column, maintain_order=True)
+    runs = rows[column].rle()
+    offset = 0
+    for value, length in zip(runs.struct.field("value"), runs.struct.field("len"), strict=True):
+        yield value, rows.slice(offset, length).drop(column)
+        offset += length
 
 
 def _write_file(files: Folder, relative: str, rows: pl.DataFrame) -> int:

@@ -1,5 +1,6 @@
 """Chunked outputs written as files plus one commit (ml_assets.lake.window_writer through the IO manager)."""
 
+import json
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 
@@ -146,3 +147,18 @@ def test_committed_rows_follow_the_log_through_a_hand_edit(tmp_path):
     scanned = pl.scan_delta(uri).filter(pl.col("event_date").is_between(days[0], days[1])).collect()
     assert scanned.height == 6
     assert committed_rows(str(tmp_path / "none"), "event_date", days[0], days[1]) == 0
+
+
+def test_a_piece_in_any_order_is_one_file_per_day_with_its_rows_in_order(tmp_path):
+    uri = str(tmp_path / "table")
+    day = pl.Series([date(2025, 1, d) for d in (3, 1, 3, 2, 1)])
+    piece = pl.DataFrame({"player": ["a", "b", "c", "d", "e"], "day": day, "x": [1, 2, None, 4, 5]})
+    added = window_writer.write_piece_files(uri, "day", piece)
+    assert [a["partition_values"]["day"] for a in added] == ["2025-01-01", "2025-01-02", "2025-01-03"]
+    for action in added:
+        rows = pl.read_parquet(tmp_path / "table" / action["path"])
+        wanted = piece.filter(pl.col("day") == date.fromisoformat(action["partition_values"]["day"]))
+        assert rows.equals(wanted.drop("day"))
+        stats = json.loads(action["stats"])
+        assert stats["numRecords"] == wanted.height
+        assert stats["nullCount"]["x"] == wanted["x"].null_count()
