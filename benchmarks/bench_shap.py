@@ -6,7 +6,8 @@ trained on seeded synthetic rows; every variant scores the same 100k rows, side 
 process, best of `--repeat`. Values are compared with LightGBM's: SHAP values and expected value
 (max abs difference), probabilities (max abs difference). shap and lleaves are not dependencies of
 ml-assets; install them to measure, a missing one is reported as such. lleaves 1.x compiles only
-with llvmlite < 0.44, which shap's numba needs matched (numba 0.60):
+with llvmlite < 0.45 (0.43 here, which shap's numba needs matched: numba 0.60). Batch scoring now
+uses lleaves: see bench_lleaves.py.
 
     python -m venv /tmp/llenv && /tmp/llenv/bin/pip install shap "numba==0.60.*" "llvmlite==0.43.*" \
         lleaves lightgbm polars psutil

@@ -29,6 +29,7 @@ from ml_assets.core.models.plots import calibration_png, importance_png, markdow
 from ml_assets.core.models.spec import ModelSpec
 from ml_assets.core.models.training import (
     TrainedModel,
+    batch_scorer,
     explain_cutoffs,
     explain_mask,
     score_features,
@@ -299,7 +300,8 @@ def model_defs(spec: ModelSpec, settings: Settings, partitions: dg.PartitionsDef
                 recent = pl.concat(engine.map_shards(recent_scores, job))
                 cutoffs = explain_cutoffs(recent, newest, spec.explain_days, spec.explain_share)
             job = replace(job, cutoffs=cutoffs)
-            yield run_sharded(engine, scoring_shard, job, {"model_version": production_model.version}, check)
+            meta = {"model_version": production_model.version, "scorer": batch_scorer()}
+            yield run_sharded(engine, scoring_shard, job, meta, check)
             yield check.result()
             return
 
@@ -312,7 +314,9 @@ def model_defs(spec: ModelSpec, settings: Settings, partitions: dg.PartitionsDef
                 )
 
         yield dg.Output(
-            FrameChunks(pieces(), on_chunk=check), metadata={"model_version": production_model.version}
+            FrameChunks(pieces(), on_chunk=check),
+            # which trees scored: lleaves' compiled ones (the `compiled` extra) or LightGBM's
+            metadata={"model_version": production_model.version, "scorer": batch_scorer()},
         )
         yield check.result()
 

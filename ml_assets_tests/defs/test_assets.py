@@ -11,6 +11,7 @@ from ml_assets.app.runner import change_stage
 from ml_assets.core.events.landing import scan_landing, write_batch
 from ml_assets.core.models.experiments import list_runs
 from ml_assets.core.models.registry import Registry
+from ml_assets.core.models.training import batch_scorer
 from ml_assets.definitions import build_definitions
 from ml_assets_tests.conftest import check_results, data_checks_passed, make_lake, read_table, run_graph
 
@@ -119,6 +120,8 @@ def test_model_assets_train_gate_score_and_record_the_version(small_lake, instan
         predictions = read_table(small_lake, f"{name}_predictions")
         served = result.asset_materializations_for_node(f"{name}_production_model")[0].metadata
         assert set(predictions["model_version"]) == {served["model_version"].value}
+        scored = result.asset_materializations_for_node(f"{name}_predictions")[-1].metadata
+        assert scored["scorer"].value == batch_scorer()
         assert predictions["probability"].is_between(0, 1).all()
         # the top quarter of the newest day carries its top reasons, named after the model's
         # features; older days and lower scores are scored without them
