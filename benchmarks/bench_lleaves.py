@@ -28,7 +28,7 @@ import lightgbm as lgb
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, markdown_table, text_table, write_results
+from common import best, machine, markdown_table, text_table, write_results
 
 from ml_assets.core.models import compiled
 from ml_assets.core.models.training import DEFAULT_PARAMS
@@ -53,15 +53,6 @@ def model_and_rows(rows: int, seed: int = 7) -> tuple[lgb.Booster, np.ndarray]:
     data = lgb.Dataset(x, y, categorical_feature=[10])
     booster = lgb.train({**DEFAULT_PARAMS, "seed": seed}, data, num_boost_round=TREES)
     return booster, _rows(rows, rng)
-
-
-def best(fn: Any, repeat: int) -> tuple[float, Any]:
-    times, out = [], None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - started)
-    return min(times), out
 
 
 def measure(rows: int, repeat: int) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import lightgbm as lgb
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, markdown_table, text_table, write_results
+from common import best, machine, markdown_table, text_table, write_results
 
 FEATURES, TREES, LEAVES = 53, 150, 16
 
@@ -42,15 +42,6 @@ def model_and_rows(rows: int, seed: int = 7) -> tuple[lgb.Booster, np.ndarray]:
     params = {"objective": "binary", "num_leaves": LEAVES, "learning_rate": 0.05, "verbose": -1, "seed": seed}
     booster = lgb.train(params, lgb.Dataset(x[:200_000], y[:200_000]), num_boost_round=TREES)
     return booster, x[200_000:]
-
-
-def best(fn: Any, repeat: int) -> tuple[float, Any]:
-    times, out = [], None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - started)
-    return min(times), out
 
 
 def measure(rows: int, repeat: int) -> dict[str, Any]:

@@ -238,6 +238,16 @@ def write_results(stem: str, payload: dict[str, Any], markdown: str) -> tuple[Pa
     return json_path, md_path
 
 
+def best(fn: Any, repeat: int) -> tuple[float, Any]:
+    """The fastest of `repeat` calls of `fn` (seconds) and the last call's result."""
+    times, out = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - started)
+    return min(times), out
+
+
 def fmt_s(seconds: float) -> str:
     return f"{seconds:.2f}" if seconds < 100 else f"{seconds:.0f}"
 
