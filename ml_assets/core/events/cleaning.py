@@ -106,7 +106,9 @@ def clean_events(
     ranked = (
         landed.with_columns(reason=rejection_reason(watermark_days, limits, bounds))
         .with_columns(pl.col("event_type").str.strip_chars())
-        .sort(["received_date", "batch_id", "event_id"], nulls_last=True)
+        # deliveries in order; event_id is no key: only copies of one id compete, and a stable
+        # sort keeps same-batch copies in landing order (a string key per row: 1.0 -> 0.54 s a week)
+        .sort(["received_date", "batch_id"], nulls_last=True, maintain_order=True)
         .with_columns(
             # the first copy among valid rows only: an invalid copy must not shadow a valid one (a
             # hash pass; a window over a million one-row id groups was 2.5x slower)
