@@ -677,14 +677,22 @@ def _numeric_by_day(
     days, counts = by_day.counts.size, by_day.counts
     missing = np.isnan(values)
     nulls = bool(missing.any())
-    kept, kept_day = (values[~missing], by_day.day[~missing]) if nulls else (values, by_day.day)
+    inner = np.asarray(ref.edges[1:-1])
+    width = len(ref.counts)
+    bins = _bin_index(inner, values)
     with np.errstate(invalid="ignore", divide="ignore"):
-        null_share = (by_day.sums(missing) if nulls else np.zeros(days)) / counts
-        inner = np.asarray(ref.edges[1:-1])
-        width = len(ref.counts)
-        bins = np.searchsorted(inner, kept, side="right")
-        current = np.bincount(kept_day * width + bins, minlength=days * width)
-        current = current.reshape(days, width).astype(np.float64)
+        if nulls:
+            # nulls as one more bin: a single count per day, no copy of the present values
+            cells = np.bincount(
+                by_day.day * (width + 1) + np.where(missing, width, bins), minlength=days * (width + 1)
+            ).reshape(days, width + 1)
+            null_count, current = cells[:, width], cells[:, :width].astype(np.float64)
+            null_share = null_count / counts
+        else:
+            null_count = np.zeros(days, dtype=np.int64)
+            cells = np.bincount(by_day.day * width + bins, minlength=days * width)
+            current = cells.reshape(days, width).astype(np.float64)
+            null_share = np.zeros(days) / counts
         p = _shares_with_nulls(np.asarray(ref.counts, dtype=np.float64), ref.null_share)
         known = np.where(np.isnan(null_share), 0.0, null_share)
         total = current.sum(axis=1)
@@ -693,7 +701,10 @@ def _numeric_by_day(
         psi = _psi_rows(p, q)
         occupied = np.count_nonzero(p + q, axis=1)
         if nulls:
-            mean = np.bincount(kept_day, weights=kept, minlength=days) / np.bincount(kept_day, minlength=days)
+            # adding 0.0 for a null leaves each day's running sum bit for bit as summing only the
+            # present values (the sum starts at +0.0, so it is never -0.0)
+            present = np.where(missing, 0.0, values)
+            mean = np.bincount(by_day.day, weights=present, minlength=days) / (counts - null_count)
         else:
             mean = by_day.sums(values) / counts
     psi_threshold = _noise(psi_noise, t.psi, occupied, _reference_rows(ref), counts)
@@ -729,6 +740,20 @@ def _numeric_by_day(
         "psi_threshold": psi_threshold,
         "statistic_threshold": statistic_threshold,
     }
+
+
+def _bin_index(inner: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`np.searchsorted(inner, values, side="right")` for sorted, NaN-free `inner`; NaN gets 0.
+
+    A profile has ~10 edges: one vectorised comparison per edge counts the edges at or below each
+    value ~10x faster than a binary search per value (searchsorted was a quarter of the drift
+    step at 10M events)."""
+    if inner.size >= np.iinfo(np.uint8).max:
+        return np.searchsorted(inner, np.where(np.isnan(values), -np.inf, values), side="right")
+    index = np.zeros(values.size, dtype=np.uint8)
+    for edge in inner:
+        np.add(index, values >= edge, out=index, casting="unsafe")
+    return index
 
 
 def _sorted_by_day(

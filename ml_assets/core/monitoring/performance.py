@@ -268,9 +268,14 @@ def performance_by_day(
     not depend on `chunk_days`.
     """
     ahead = look_ahead_days(spec)
+    # only what the labels and metrics read: the served explanations (reason_*) would be read,
+    # joined with the labels and dropped for nothing
+    needed = {"player_id", "snapshot_date", "model_version", "probability", *SEGMENTS}
+    columns = [c for c in scored.collect_schema().names() if c in needed]
     parts: list[pl.DataFrame] = []
     for start, end in day_chunks(first, last, chunk_days):
-        rows_in_range = scored.filter(pl.col("snapshot_date").is_between(start, end)).collect()
+        in_range = pl.col("snapshot_date").is_between(start, end)
+        rows_in_range = scored.filter(in_range).select(columns).collect()
         # only the events the outcomes of these predictions can depend on
         outcomes = events.filter(
             pl.col("event_date").is_between(start, end + timedelta(days=ahead), closed="right")

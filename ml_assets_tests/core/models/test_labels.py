@@ -240,3 +240,72 @@ def test_scoring_rows_per_kind():
     assert players(fp, features.drop(PAID)) == ["a", "b", "c", "d"]
     assert players(_spec("new_player", observation_days=7)) == ["b", "c"]
     assert players(_spec("new_player", observation_days=1)) == ["d"]
+
+
+def _outcome_labels_as_of(
+    spec: ModelSpec, rows: pl.DataFrame, events: pl.LazyFrame, last_day: date
+) -> pl.DataFrame:
+    """`outcome_labels` by the as-of join alone (the straightforward reference of the bit masks)."""
+    from ml_assets.core.models.labels import _hits_as_of, look_ahead_days
+
+    ahead = look_ahead_days(spec)
+    wanted = events.select("player_id", "event_date", "event_type")
+    if spec.label.kind == "first_purchase":
+        wanted = wanted.filter(pl.col("event_type") == spec.label.purchase_event)
+    hit = pl.col("_hit").fill_null(False)
+    outcome = hit if spec.label.kind == "first_purchase" else ~hit
+    matured = pl.col("snapshot_date") + pl.duration(days=ahead) <= pl.lit(last_day)
+    return (
+        _hits_as_of(rows, wanted, ahead)
+        .with_columns(pl.when(matured).then(outcome).otherwise(None).alias(LABEL))
+        .drop("_hit")
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "ahead", "days"),
+    [
+        ("rolling", 3, 10),
+        ("first_purchase", 7, 20),
+        ("rolling", 14, 49),
+        ("rolling", 14, 50),
+        ("rolling", 0, 5),
+    ],
+)
+def test_outcome_labels_bit_masks_are_the_as_of_join(kind: str, ahead: int, days: int):
+    """Players with no event, events before, on and after the window's edges, a row twice (two
+    model versions), unmatured days, rows out of order; 50 days + 14 ahead is past the 63 days a
+    mask holds (the as-of path): the labels are the as-of join's, row for row."""
+    import numpy as np
+
+    from ml_assets.core.models.labels import outcome_labels
+
+    rng = np.random.default_rng(days + ahead)
+    label = LabelSpec(kind=kind, horizon_days=ahead, purchase_event="purchase")
+    spec = ModelSpec(name="m", label=label)
+    n = 3_000
+    rows = pl.DataFrame(
+        {
+            "player_id": [f"p{i}" for i in rng.integers(0, 400, n)],
+            "snapshot_date": [d(int(k)) for k in rng.integers(0, days, n)],
+            "model_version": rng.choice(["v1", "v2"], n).tolist(),
+            "probability": rng.random(n),
+        }
+    )
+    rows = pl.concat([rows, rows.head(50).with_columns(model_version=pl.lit("v3"))])
+    events = _events(
+        [
+            (f"p{int(p)}", int(k), str(t))
+            for p, k, t in zip(
+                rng.integers(0, 450, 4_000),
+                rng.integers(-5, days + ahead + 5, 4_000),
+                rng.choice(["play", "purchase"], 4_000, p=[0.8, 0.2]),
+                strict=True,
+            )
+        ]
+    )
+    last_day = d(days - 2 + ahead // 2)
+    got = outcome_labels(spec, rows, events, last_day)
+    want = _outcome_labels_as_of(spec, rows, events, last_day)
+    assert got.equals(want) and got.schema == want.schema
+    assert got[LABEL].null_count() > 0 and (ahead == 0 or got[LABEL].sum() > 0)

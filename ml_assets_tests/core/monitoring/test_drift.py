@@ -345,3 +345,97 @@ def test_drift_by_day_matches_feature_drift_of_each_day():
     for chunk_days in (1, 2, 3, 20):
         got = drift_by_day(spec, profile, features.lazy(), served.lazy(), first, last, chunk_days, thresholds)
         assert_frame_equal(got, expected, check_exact=False, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _numeric_by_day_before(name, kind, ref, values, by_day, t):
+    """`_numeric_by_day` before bins were counted by comparisons and nulls as one more bin: the
+    present values copied out, a binary search per value (the straightforward reference)."""
+    from ml_assets.core.monitoring.drift import _psi_rows, _shares_with_nulls
+
+    days, counts = by_day.counts.size, by_day.counts
+    missing = np.isnan(values)
+    nulls = bool(missing.any())
+    kept, kept_day = (values[~missing], by_day.day[~missing]) if nulls else (values, by_day.day)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        null_share = (by_day.sums(missing) if nulls else np.zeros(days)) / counts
+        inner = np.asarray(ref.edges[1:-1])
+        width = len(ref.counts)
+        bins = np.searchsorted(inner, kept, side="right")
+        current = np.bincount(kept_day * width + bins, minlength=days * width)
+        current = current.reshape(days, width).astype(np.float64)
+        p = _shares_with_nulls(np.asarray(ref.counts, dtype=np.float64), ref.null_share)
+        known = np.where(np.isnan(null_share), 0.0, null_share)
+        total = current.sum(axis=1)
+        shares = np.where(total[:, None] > 0, current * ((1.0 - known) / total)[:, None], 0.0)
+        psi = _psi_rows(p, np.column_stack([shares, known]))
+        if nulls:
+            mean = np.bincount(kept_day, weights=kept, minlength=days) / np.bincount(kept_day, minlength=days)
+        else:
+            mean = by_day.sums(values) / counts
+    return {"rows": counts, "psi": psi, "current_mean": mean, "current_null_share": null_share}
+
+
+def test_bin_index_is_searchsorted():
+    """Counting edges by comparison gives searchsorted(side="right") for every value: ties with an
+    edge, infinities, duplicate edges, no edge, and past 254 edges (the binary-search fallback)."""
+    from ml_assets.core.monitoring.drift import _bin_index
+
+    rng = np.random.default_rng(2)
+    values = np.r_[rng.normal(size=5_000).round(1), -np.inf, np.inf, 0.0, -0.0, 1e300]
+    for inner in (
+        np.array([]),
+        np.array([0.0]),
+        np.array([-np.inf, -1.0, 0.0, 0.0, 0.5, np.inf]),
+        np.unique(np.quantile(values[np.isfinite(values)], np.arange(1, 10) / 10, method="lower")),
+        np.linspace(-3, 3, 400),
+    ):
+        got = _bin_index(inner, values)
+        assert np.array_equal(got, np.searchsorted(inner, values, side="right"))
+    # NaN lands in bin 0 (its own bin is counted apart)
+    assert _bin_index(np.array([0.0, 1.0]), np.array([np.nan]))[0] == 0
+
+
+@pytest.mark.parametrize("with_nulls", [True, False])
+def test_numeric_by_day_is_bit_for_bit_the_straightforward_computation(with_nulls):
+    """Unsorted rows over days with none, one and thousands of rows, NaN and nulls, a discrete
+    feature (one bin per value) and values outside the reference: every figure is the reference's
+    exactly, not within a tolerance."""
+    from ml_assets.core.monitoring.drift import _ByDay, _chunk_drift, _float_column, _numeric_by_day
+
+    rng = np.random.default_rng(4)
+    first = date(2024, 5, 1)
+    sizes = [0, 1, 3, 2_600, 0, 400, 5_000, 2]
+    day = np.repeat(np.arange(len(sizes)), sizes)
+    n = day.size
+    frame = pl.DataFrame(
+        {
+            "snapshot_date": pl.Series(day + (first - date(1970, 1, 1)).days, dtype=pl.Int32).cast(pl.Date),
+            "spend": pl.Series(rng.lognormal(0, 1, n) * 3, dtype=pl.Float32),
+            "level": pl.Series(rng.integers(0, 6, n), dtype=pl.Int32),
+            "score": rng.normal(0, 1, n),
+            "platform": rng.choice(["ios", "android", "fridge"], n).tolist(),
+        }
+    ).sample(fraction=1.0, shuffle=True, seed=3)
+    if with_nulls:
+        frame = frame.with_columns(
+            spend=pl.when(pl.col("spend") > 6).then(None).otherwise(pl.col("spend")),
+            score=pl.when(pl.col("score") > 1).then(float("nan")).otherwise(pl.col("score")),
+            level=pl.when(pl.col("level") == 5).then(None).otherwise(pl.col("level")),
+        )
+    reference = frame.head(3_000).with_columns(level=pl.col("level").clip(0, 3), spend=pl.col("spend") / 2)
+    profile = build_profile(reference, ["spend", "level", "score"], ["platform"])
+    t = DriftThresholds(min_rows=50)
+    days = len(sizes)
+    by_day = _ByDay.of(frame["snapshot_date"], first, days, 0)
+    assert by_day.order is not None  # the rows are not in day order
+    for name, ref in profile.numeric.items():
+        values = by_day.grouped(_float_column(frame, name))
+        got = _numeric_by_day(name, "numeric", ref, values, by_day, t)
+        want = _numeric_by_day_before(name, "numeric", ref, values, by_day, t)
+        assert bool(np.isnan(values).any()) == with_nulls
+        for key, expected in want.items():
+            assert np.array_equal(got[key], expected, equal_nan=True), (name, key)
+            assert np.asarray(got[key]).dtype == np.asarray(expected).dtype, (name, key)
+    empty = pl.DataFrame(schema={"snapshot_date": pl.Date, "probability": pl.Float64})
+    out = _chunk_drift(profile, frame, empty, first, first + timedelta(days=days - 1), t)
+    assert out.filter(pl.col("rows") == 0).height == 2 * (len(profile.numeric) + 1)

@@ -323,3 +323,22 @@ def test_performance_by_day_other_metrics_take_the_per_day_path(served):
         "lift_top_decile",
     )
     assert_frame_equal(got, want, check_exact=False, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_performance_by_day_reads_only_the_columns_it_needs(served):
+    """Served explanations (reason_*) beside the scores change nothing, bit for bit: the result is
+    the chunk computation over every column, as before the reads were narrowed."""
+    from ml_assets.core.monitoring.performance import _chunk_performance
+
+    scored, events = served
+    rng = np.random.default_rng(5)
+    wide = scored.with_columns(
+        reason_1=pl.Series(rng.choice(["a", "b", None], scored.height).tolist(), dtype=pl.String),
+        reason_1_contribution=pl.Series(rng.normal(size=scored.height)),
+    )
+    last_landed = DAY0 + timedelta(days=12)
+    first, last = DAY0, DAY0 + timedelta(days=13)
+    labelled = outcome_labels(SPEC, wide, events.lazy(), last_landed)
+    want = _chunk_performance(labelled, REFERENCE, "roc_auc", 0.05)
+    got = performance_by_day(SPEC, REFERENCE, wide.lazy(), events.lazy(), first, last, last_landed, 30)
+    assert got.equals(want) and got.schema == want.schema
