@@ -167,7 +167,13 @@ def _require(context: dg.AssetExecutionContext, table: str, first: date, last: d
     day of state would silently count as a day nobody played."""
     partitions = context.assets_def.partitions_def
     assert isinstance(partitions, dg.TimeWindowPartitionsDefinition)
-    needed = {key for key in partitions.get_partition_keys() if first.isoformat() <= key <= last.isoformat()}
+    # the days of [first, last] that are partitions, without listing every partition of the game's
+    # life (6 ms a call at 361 days, three calls a daily run)
+    lowest, highest = partitions.get_first_partition_key(), partitions.get_last_partition_key()
+    needed: set[str] = set()
+    if lowest is not None and highest is not None:
+        days = ((first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1))
+        needed = {key for key in days if lowest <= key <= highest}
     done = context.instance.get_materialized_partitions(dg.AssetKey(table))
     missing = sorted(needed - done)
     if missing:
