@@ -55,6 +55,14 @@ def _key(version: str, model_text: str, raw_score: bool) -> str:
     return f"{safe}-{digest}"
 
 
+def is_compiled(version: str, model_text: str, raw_score: bool = False) -> bool:
+    """Whether `compiled_trees` of these arguments needs no compile: compiled in this process or
+    its object file on disk."""
+    key = _key(version, model_text, raw_score)
+    with _lock:
+        return (key, version) in _compiled or (cache_dir() / f"{key}.o").exists()
+
+
 def compiled_trees(version: str, model_text: str, raw_score: bool = False) -> lleaves.Model:
     """`model_text` (LightGBM's text format, already cut to the iterations to use) compiled: one
     compile per (version, text, output) per process, the object file shared through `cache_dir()`.

@@ -68,7 +68,8 @@ def test_compiled_trees_score_as_lightgbm_with_nans_categories_and_fewer_iterati
     assert compiled.predict_compiled(again, test[:0]).shape == (0,)
 
 
-def test_batch_predict_equals_predict_matrix_with_best_iteration_and_a_blend(compiled):
+def test_batch_predict_equals_predict_matrix_with_best_iteration_and_a_blend(compiled, monkeypatch):
+    monkeypatch.setattr(training, "COMPILE_AFTER_ROWS", 0)  # compiled from the first row
     frame = _training_set()
     model = train_model(SPEC, frame)
     assert "platform" in model.categories
@@ -109,3 +110,25 @@ def test_without_the_extra_batch_scoring_is_lightgbms_predict(monkeypatch):
     model = train_model(SPEC, frame)
     x = to_matrix(frame, model.features, model.categories)
     np.testing.assert_array_equal(model.batch_predict(x), model.predict_matrix(x))
+
+
+def test_the_trees_are_compiled_once_a_model_has_scored_enough_rows(compiled, tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "COMPILE_AFTER_ROWS", 150)
+    frame = _training_set()
+    model = train_model(SPEC, frame)
+    x = to_matrix(frame, model.features, model.categories)[:200]
+    objects = tmp_path / "compiled"
+    # 100 rows: below the threshold, LightGBM's predict and no compile
+    np.testing.assert_array_equal(model.batch_predict(x[:100]), model.predict_matrix(x[:100]))
+    assert not list(objects.glob("*.o"))
+    # 100 more reach it: compiled, equal values
+    np.testing.assert_allclose(
+        model.batch_predict(x[100:]), model.predict_matrix(x[100:]), rtol=0, atol=1e-12
+    )
+    assert len(list(objects.glob("*.o"))) == 1
+    # a model compiled before (its object file on disk) uses it from the first row
+    compiled._compiled.clear()
+    again = TrainedModel.from_card(model.card(), model.model_text)
+    assert compiled.is_compiled(again.version, again._used_trees)
+    np.testing.assert_allclose(again.batch_predict(x[:10]), model.predict_matrix(x[:10]), rtol=0, atol=1e-12)
+    assert compiled._compiled  # loaded from its object file, not scored by LightGBM
