@@ -165,7 +165,7 @@ class WindowWriter:
             create_table_with_add_actions(
                 self.uri, arrow_schema, self.actions, mode="error", partition_by=[self.column]
             )
-            return _version(self.uri)
+            return _settled(self.uri, len(self.actions))
         now = int(time.time() * 1000)
         removes = [
             RemoveAction(
@@ -177,14 +177,25 @@ class WindowWriter:
         table.create_write_transaction(
             actions, mode="append", schema=arrow_schema, partition_by=[self.column]
         )
-        return _version(self.uri)
+        return _settled(self.uri, len(actions))
 
 
-def _version(uri: str) -> int:
+# A commit with at least this many actions (a backfill: one file per day and piece) is followed by a
+# checkpoint: every later open of the table (each run is a new process under the daemon) then reads
+# one Parquet file of the table's state instead of replaying that commit's JSON. At 361 days, opening
+# player_features went 60 -> 21 ms, clean_events 24 -> 10 ms (a daily commit of a few actions waits
+# for delta-rs's own checkpoint interval)
+CHECKPOINT_ACTIONS = 100
+
+
+def _settled(uri: str, actions: int) -> int:
+    """The table's version after a commit of `actions` actions, checkpointed if the commit was big."""
     # the open table brought up to date reads only the new commit, not every file's add action
     table = latest_table(uri)
     if table is None:
         raise FileNotFoundError(f"no Delta table at {uri} after committing to it")
+    if actions >= CHECKPOINT_ACTIONS:
+        table.create_checkpoint()
     return int(table.version())
 
 

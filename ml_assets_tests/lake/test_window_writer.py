@@ -162,3 +162,22 @@ def test_a_piece_in_any_order_is_one_file_per_day_with_its_rows_in_order(tmp_pat
         stats = json.loads(action["stats"])
         assert stats["numRecords"] == wanted.height
         assert stats["nullCount"]["x"] == wanted["x"].null_count()
+
+
+def test_a_big_commit_is_checkpointed_and_a_small_one_is_not(tmp_path, monkeypatch):
+    monkeypatch.setattr(window_writer, "CHECKPOINT_ACTIONS", 4)
+    uri = str(tmp_path / "table")
+    days = [date(2025, 1, d) for d in range(1, 6)]
+    backfill = pl.DataFrame({"day": days, "x": list(range(5))})
+    writer = window_writer.WindowWriter(uri, "day")
+    writer.write(backfill)
+    version = writer.commit(backfill, days[0], days[-1] + timedelta(days=1))  # 5 files
+    log = tmp_path / "table" / "_delta_log"
+    assert [p.name for p in log.glob("*.checkpoint.parquet")] == [f"{version:020d}.checkpoint.parquet"]
+    one_day = pl.DataFrame({"day": [days[-1]], "x": [50]})
+    writer = window_writer.WindowWriter(uri, "day")
+    writer.write(one_day)
+    writer.commit(one_day, days[-1], days[-1] + timedelta(days=1))  # 1 add, 1 remove
+    assert len(list(log.glob("*.checkpoint.parquet"))) == 1
+    read = pl.read_delta(uri).sort("day")
+    assert read["x"].to_list() == [0, 1, 2, 3, 50]
