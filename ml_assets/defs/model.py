@@ -315,7 +315,8 @@ def model_defs(spec: ModelSpec, settings: Settings, partitions: dg.PartitionsDef
 
         yield dg.Output(
             FrameChunks(pieces(), on_chunk=check),
-            # which trees scored: lleaves' compiled ones (the `compiled` extra) or LightGBM's
+            # what batch scoring may use: lleaves (the `compiled` extra; compiled once a model
+            # has scored COMPILE_AFTER_ROWS rows) or LightGBM's predict
             metadata={"model_version": production_model.version, "scorer": batch_scorer()},
         )
         yield check.result()

@@ -129,6 +129,7 @@ class WindowWriter:
         self.actions: list[AddAction] = []
         self.columns: list[str] | None = None
         self.held: list[pl.DataFrame] = []
+        self.held_values: set[Any] = set()  # partition values of the held pieces
 
     def write(self, piece: pl.DataFrame) -> None:
         """Write `piece` as one file per value of the partition column (not stored in the files);
@@ -136,16 +137,19 @@ class WindowWriter:
         if self.columns is None:
             self.columns = [c for c in piece.columns if c != self.column]
         self.held.append(piece.select(self.column, *self.columns))
+        self.held_values.update(piece[self.column].unique().to_list())
         rows = sum(p.height for p in self.held)
-        values = pl.concat([p[self.column] for p in self.held]).n_unique()
-        if rows >= MIN_FILE_ROWS * values or sum(p.estimated_size() for p in self.held) >= HELD_BYTES:
+        if (
+            rows >= MIN_FILE_ROWS * len(self.held_values)
+            or sum(p.estimated_size() for p in self.held) >= HELD_BYTES
+        ):
             self.flush()
 
     def flush(self) -> None:
         """Write the held pieces' files now."""
         if self.held:
             rows = self.held[0] if len(self.held) == 1 else pl.concat(self.held, rechunk=False)
-            self.held = []
+            self.held, self.held_values = [], set()
             self.add(write_piece_files(self.uri, self.column, rows))
 
     def add(self, added: Iterable[dict[str, Any]]) -> None:

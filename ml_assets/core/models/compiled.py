@@ -21,6 +21,8 @@ import llvmlite
 import llvmlite.binding as llvm
 import numpy as np
 
+from ml_assets.lake.files import write_atomic
+
 CACHE_ENV = "ML_ASSETS_COMPILED_MODELS"  # where compiled models are kept; default a temp dir
 
 _compiled: dict[tuple[str, str], lleaves.Model] = {}
@@ -77,7 +79,7 @@ def compiled_trees(version: str, model_text: str, raw_score: bool = False) -> ll
         text_path = folder / f"{key}.txt"
         obj_path = folder / f"{key}.o"
         if not text_path.exists():
-            _write_atomic(text_path, model_text.encode())
+            write_atomic(text_path, model_text)
         model = lleaves.Model(model_file=str(text_path))
         if obj_path.exists():
             model.compile(cache=str(obj_path), raw_score=raw_score)
@@ -94,15 +96,6 @@ def compiled_trees(version: str, model_text: str, raw_score: bool = False) -> ll
                 tmp.unlink(missing_ok=True)
         _compiled[(key, version)] = model
         return model
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 BLOCK_ROWS = 1 << 17  # rows per call: lleaves reads float64, a copy of a block at a time
